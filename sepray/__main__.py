@@ -1,0 +1,5 @@
+import sys
+
+from sepray.cli import main
+
+sys.exit(main())

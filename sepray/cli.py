@@ -1,0 +1,158 @@
+"""``sepray`` command line: argument parsing only; every command calls a library function."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import sepray
+
+EXIT_USER_ERROR = 2
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from sepray.audio import AudioError
+    from sepray.config import ConfigError
+    from sepray.package import PackageError
+    from sepray.tracking import TrackingError
+
+    return (AudioError, ConfigError, PackageError, TrackingError, FileNotFoundError, ValueError)
+
+
+def cmd_data_synth(args: argparse.Namespace) -> None:
+    from sepray.data.synth import write_corpus
+
+    paths = write_corpus(
+        args.out, songs=args.songs, seconds=args.seconds, seed=args.seed, sample_rate=args.sample_rate
+    )
+    print(f"wrote {len(paths)} songs ({args.seconds:g} s each, CCMixter layout) to {args.out}")
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from sepray.config import load_config
+    from sepray.train import train_run
+
+    if args.config is None and args.resume is None:
+        raise ValueError("sepray train: give a CONFIG (YAML path or preset name) or --resume RUN_ID")
+    cfg = load_config(args.config, args.set) if args.config is not None else None
+    if args.resume is not None and args.set and cfg is None:
+        raise ValueError("--set needs CONFIG when resuming")
+    result = train_run(
+        cfg,
+        experiment=args.experiment,
+        run_name=args.run_name,
+        checkpoint_root=args.checkpoint_root,
+        resume_run_id=args.resume,
+        log=lambda msg: print(msg, file=sys.stderr),
+    )
+    print(result.run_id)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from sepray.evaluate import evaluate_run, format_evaluation
+
+    result = evaluate_run(args.run_id, data_path=args.data, split=args.split, device=args.device)
+    print(format_evaluation(result))
+
+
+def cmd_separate(args: argparse.Namespace) -> None:
+    from sepray.separate import separate_run
+
+    outs = separate_run(
+        args.run_id,
+        args.inputs,
+        args.out,
+        device=args.device,
+        chunk_seconds=args.chunk_seconds,
+        show_progress=not args.quiet,
+    )
+    for out in outs:
+        print(out)
+
+
+def cmd_score(args: argparse.Namespace) -> None:
+    from sepray.scoring import format_table, score_folders
+
+    result = score_folders(args.reference_dir, args.estimate_dir, json_path=args.json)
+    print(format_table(result))
+
+
+def cmd_presets(args: argparse.Namespace) -> None:
+    from sepray.config import preset_names
+
+    for name in preset_names():
+        print(name)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="sepray", description=sepray.__doc__)
+    p.add_argument("--version", action="version", version=f"sepray {sepray.__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    data = sub.add_parser("data", help="datasets").add_subparsers(dest="data_command", required=True)
+    synth = data.add_parser("synth", help="write the built-in synthetic corpus (CCMixter layout)")
+    synth.add_argument("out", type=Path)
+    synth.add_argument("--songs", type=int, default=16)
+    synth.add_argument("--seconds", type=float, default=20.0)
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--sample-rate", type=int, default=16000)
+    synth.set_defaults(func=cmd_data_synth)
+
+    train = sub.add_parser("train", help="train one separator, logged to MLflow; prints the run id last")
+    train.add_argument("config", nargs="?", help="YAML config path or preset name (see `sepray presets`)")
+    train.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. train.lr=1e-3"
+    )
+    train.add_argument("--experiment", default="sepray")
+    train.add_argument("--run-name")
+    train.add_argument("--checkpoint-root", default="runs", help="checkpoints go to CHECKPOINT_ROOT/<run id>")
+    train.add_argument("--resume", metavar="RUN_ID", help="continue an interrupted run from its checkpoint")
+    train.set_defaults(func=cmd_train)
+
+    ev = sub.add_parser("evaluate", help="full-song test SDR of a logged model, logged back to its run")
+    ev.add_argument("--run-id", required=True)
+    ev.add_argument("--data", help="dataset folder (default: the run's own data config)")
+    ev.add_argument("--split", default="test", choices=["train", "valid", "test"])
+    ev.add_argument("--device", default="auto")
+    ev.set_defaults(func=cmd_evaluate)
+
+    sep = sub.add_parser("separate", help="separate songs with a logged model into vocals / accompaniment")
+    sep.add_argument("--run-id", required=True)
+    sep.add_argument("inputs", nargs="+", help="audio files")
+    sep.add_argument("-o", "--out", default="separated", help="output folder (one sub-folder per song)")
+    sep.add_argument("--device", default="auto")
+    sep.add_argument("--chunk-seconds", type=float, default=10.0)
+    sep.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    sep.set_defaults(func=cmd_separate)
+
+    sc = sub.add_parser("score", help="museval-exact SDR of estimate folders against reference folders")
+    sc.add_argument("reference_dir", type=Path)
+    sc.add_argument("estimate_dir", type=Path)
+    sc.add_argument("--json", type=Path, help="write per-song/source frame values and medians here")
+    sc.set_defaults(func=cmd_score)
+
+    pr = sub.add_parser("presets", help="list the configs shipped with sepray")
+    pr.set_defaults(func=cmd_presets)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except KeyboardInterrupt:
+        print("sepray: interrupted", file=sys.stderr)
+        return 130
+    except _user_errors() as exc:
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"sepray: error: {msg}", file=sys.stderr)
+        if os.environ.get("SEPRAY_DEBUG"):
+            raise
+        return EXIT_USER_ERROR
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

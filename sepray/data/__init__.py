@@ -1,0 +1,38 @@
+"""Data pipeline: dataset layouts, song loading with an on-disk cache, splits, augmentation, crop sampling.
+
+See docs/DESIGN.md ("Data API") for the contract. Modules:
+
+* ``layouts``  which folders are songs and which files hold which source (CCMixter, MUSDB18-HQ)
+* ``cache``    the on-disk cache of decoded/resampled audio and the lock used to build cached corpora
+* ``corpus``   ``Song``, ``load_song_folder``, ``load_splits``, ``ensure_synthetic_corpus``
+* ``augment``  source gains and pitch shift of one crop
+* ``sampler``  ``CropSampler`` (training crops) and ``fixed_crops`` (validation crops)
+* ``synth``    the synthetic corpus generator
+"""
+
+from sepray.data.augment import NO_AUGMENT, PitchSegment, augment_crop
+from sepray.data.corpus import (
+    Song,
+    assign_splits,
+    clear_memo,
+    ensure_synthetic_corpus,
+    load_song_folder,
+    load_splits,
+)
+from sepray.data.layouts import DatasetError
+from sepray.data.sampler import CropSampler, fixed_crops
+
+__all__ = [
+    "NO_AUGMENT",
+    "CropSampler",
+    "DatasetError",
+    "PitchSegment",
+    "Song",
+    "assign_splits",
+    "augment_crop",
+    "clear_memo",
+    "ensure_synthetic_corpus",
+    "fixed_crops",
+    "load_song_folder",
+    "load_splits",
+]

@@ -1,0 +1,113 @@
+"""On-disk cache of decoded, resampled, remixed audio, and the file lock used to build cached corpora.
+
+Layout under the cache root (``DataConfig.cache_dir``, else ``$SEPRAY_CACHE``, else ``~/.cache/sepray``)::
+
+    audio/<kk>/<key>.npy        one prepared file, float32 (channels, time); key = sha1 of
+                                (format, absolute path, size, mtime_ns, sample_rate, channels)
+    synth-<hash>/               the synthetic corpus (see corpus.ensure_synthetic_corpus)
+
+Every file is written to a temporary name and renamed, so readers never see a partial file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from sepray import audio, dsp
+from sepray.config import DataConfig
+
+log = logging.getLogger(__name__)
+
+CACHE_FORMAT = 1  # bump when the preparation (resampling, remixing) changes
+_warned_unwritable: set[str] = set()
+
+
+def cache_root(cfg: DataConfig) -> Path:
+    """The cache root: ``cfg.cache_dir``, else ``$SEPRAY_CACHE``, else ``~/.cache/sepray``."""
+    if cfg.cache_dir:
+        return Path(cfg.cache_dir).expanduser().resolve()
+    env = os.environ.get("SEPRAY_CACHE")
+    if env:
+        return Path(env).expanduser().resolve()
+    return Path.home() / ".cache" / "sepray"
+
+
+def audio_cache_key(path: Path, sample_rate: int, channels: int) -> str:
+    """Key of one prepared file: changes when the file's path, size or mtime changes, or the target format."""
+    path = Path(path).resolve()
+    st = path.stat()
+    text = json.dumps([CACHE_FORMAT, str(path), st.st_size, st.st_mtime_ns, int(sample_rate), int(channels)])
+    return hashlib.sha1(text.encode()).hexdigest()
+
+
+def cached_audio_path(cache_dir: Path, key: str) -> Path:
+    return Path(cache_dir) / "audio" / key[:2] / f"{key}.npy"
+
+
+def prepare_audio(x: torch.Tensor, orig_sr: int, sample_rate: int, channels: int) -> torch.Tensor:
+    """(C, T) at ``orig_sr`` -> (channels, T') at ``sample_rate`` (downmix before resampling: fewer rows)."""
+    if x.shape[0] > channels:
+        return dsp.resample(dsp.remix(x, channels), orig_sr, sample_rate).contiguous()
+    return dsp.remix(dsp.resample(x, orig_sr, sample_rate), channels).contiguous()
+
+
+def load_prepared_audio(path: Path, sample_rate: int, channels: int, cache_dir: Path) -> torch.Tensor:
+    """Decode ``path`` to (channels, time) float32 at ``sample_rate``, through the on-disk cache."""
+    key = audio_cache_key(path, sample_rate, channels)
+    cached = cached_audio_path(cache_dir, key)
+    if cached.is_file():
+        try:
+            array = np.load(cached, allow_pickle=False)
+            if array.ndim == 2 and array.shape[0] == channels and array.dtype == np.float32:
+                return torch.from_numpy(array)
+        except (OSError, ValueError, EOFError):
+            pass
+        log.warning("%s: unreadable cache entry, decoding %s again", cached, path)
+    x, sr = audio.read_audio(path)
+    try:
+        x = prepare_audio(x, sr, sample_rate, channels)
+    except ValueError as exc:
+        raise audio.AudioError(f"{path}: {exc}") from None
+    _save_npy(cached, x)
+    return x
+
+
+def _save_npy(path: Path, x: torch.Tensor) -> None:
+    """Write atomically; a cache that cannot be written only costs speed (one warning per folder)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(suffix=".npy.tmp", prefix=".", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                np.save(fh, x.numpy(), allow_pickle=False)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    except OSError as exc:
+        if str(path.parent) not in _warned_unwritable:
+            _warned_unwritable.add(str(path.parent))
+            log.warning("%s: cannot write the audio cache (%s); decoding every time", path.parent, exc)
+
+
+@contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """Exclusive advisory lock (fcntl.flock) held for the ``with`` block; works across processes and threads."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+b") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)

@@ -1,0 +1,109 @@
+"""Pure tensor DSP helpers (mu-law, resampling, pitch shift, STFT, crop/pad).
+
+Everything here takes and returns torch tensors and wraps torchaudio where it has the operation.
+No file I/O, no global state.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torchaudio.functional as AF
+
+MU_LAW_CLASSES = 256
+
+
+def mu_law_compand(x: torch.Tensor, classes: int = MU_LAW_CLASSES) -> torch.Tensor:
+    """Continuous mu-law companding of audio in [-1, 1] (any shape) -> same shape in [-1, 1]."""
+    mu = classes - 1
+    x = x.clamp(-1.0, 1.0)
+    return torch.sign(x) * torch.log1p(mu * x.abs()) / math.log1p(mu)
+
+
+def mu_law_encode(x: torch.Tensor, classes: int = MU_LAW_CLASSES) -> torch.Tensor:
+    """Quantize audio in [-1, 1] (any shape) to mu-law class indices (int64, same shape) in [0, classes)."""
+    return AF.mu_law_encoding(x.clamp(-1.0, 1.0), classes).long()
+
+
+def mu_law_decode(q: torch.Tensor, classes: int = MU_LAW_CLASSES) -> torch.Tensor:
+    """Map mu-law class indices (any shape, integer or float "soft" indices) back to audio in [-1, 1]."""
+    mu = classes - 1
+    y = q.to(torch.float32) / mu * 2.0 - 1.0
+    return torch.sign(y) * (torch.pow(1.0 + mu, y.abs()) - 1.0) / mu
+
+
+def mu_law_class_values(classes: int = MU_LAW_CLASSES, device=None) -> torch.Tensor:
+    """Audio value of every mu-law class, shape (classes,); used for expectation decoding."""
+    return mu_law_decode(torch.arange(classes, device=device), classes)
+
+
+def resample(x: torch.Tensor, orig_sr: int, new_sr: int) -> torch.Tensor:
+    """Band-limited resampling along the last axis. (..., T) -> (..., T * new_sr / orig_sr)."""
+    if orig_sr == new_sr:
+        return x
+    return AF.resample(x, orig_sr, new_sr)
+
+
+def pitch_shift(x: torch.Tensor, sample_rate: int, semitones: float, resolution: int = 10) -> torch.Tensor:
+    """Shift the pitch of (..., T) audio by a fractional number of semitones, keeping its length.
+
+    torchaudio's pitch_shift takes integer steps; a finer ``bins_per_octave`` gives fractional semitones
+    (``resolution`` steps per semitone).
+    """
+    steps = round(semitones * resolution)
+    if steps == 0:
+        return x
+    n_fft = 512
+    length = x.shape[-1]
+    if length < n_fft:
+        return x
+    y = AF.pitch_shift(x, sample_rate, steps, bins_per_octave=12 * resolution, n_fft=n_fft)
+    return y[..., :length]
+
+
+def stft(x: torch.Tensor, n_fft: int, hop: int, center: bool = True) -> torch.Tensor:
+    """Complex STFT with a Hann window. (..., T) -> (..., n_fft // 2 + 1, frames)."""
+    lead = x.shape[:-1]
+    window = torch.hann_window(n_fft, device=x.device, dtype=x.dtype)
+    spec = torch.stft(
+        x.reshape(-1, x.shape[-1]), n_fft, hop_length=hop, window=window, center=center, return_complex=True
+    )
+    return spec.reshape(*lead, *spec.shape[-2:])
+
+
+def istft(spec: torch.Tensor, n_fft: int, hop: int, length: int, center: bool = True) -> torch.Tensor:
+    """Inverse of :func:`stft`. (..., n_fft // 2 + 1, frames) complex -> (..., length) real."""
+    lead = spec.shape[:-2]
+    window = torch.hann_window(n_fft, device=spec.device, dtype=spec.real.dtype)
+    y = torch.istft(
+        spec.reshape(-1, *spec.shape[-2:]), n_fft, hop_length=hop, window=window, center=center, length=length
+    )
+    return y.reshape(*lead, y.shape[-1])
+
+
+def center_crop(x: torch.Tensor, length: int) -> torch.Tensor:
+    """Crop the last axis of ``x`` symmetrically to ``length`` (extra sample taken from the right)."""
+    extra = x.shape[-1] - length
+    if extra < 0:
+        raise ValueError(f"cannot crop length {x.shape[-1]} to the longer length {length}")
+    left = extra // 2
+    return x[..., left : left + length]
+
+
+def pad_to(x: torch.Tensor, left: int, right: int) -> torch.Tensor:
+    """Zero-pad the last axis by ``left`` / ``right`` samples."""
+    if left == 0 and right == 0:
+        return x
+    return torch.nn.functional.pad(x, (left, right))
+
+
+def remix(x: torch.Tensor, channels: int) -> torch.Tensor:
+    """Change the channel count of (C, T) audio: average to mono, or repeat mono to ``channels``."""
+    if x.shape[0] == channels:
+        return x
+    if channels == 1:
+        return x.mean(dim=0, keepdim=True)
+    if x.shape[0] == 1:
+        return x.expand(channels, -1).clone()
+    raise ValueError(f"cannot map {x.shape[0]} channels to {channels}")

@@ -1,0 +1,218 @@
+"""After a sweep: evaluate the top-k finished trials on the full test songs, pick the best, publish the table.
+
+Stage one (during the sweep) is cheap: ASHA and the searcher see the validation metric on fixed crops.
+Stage two runs here: the ``top_k`` finished trials by that metric are evaluated on every full test song
+(:func:`sepray.evaluate.evaluate_run`, museval-exact framewise SDR, logged on each trial's run as
+``test_sdr_<source>``), and the best by ``select`` (default ``test_sdr_vocals``) wins. The parent run gets the
+leaderboard as a table artifact, the best run id as a tag, and the best model is registered in the MLflow
+model registry under the sweep's name. No Ray here.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+from typing import Any
+
+from sepray import SOURCES, tracking
+
+OUTCOME = "sepray.outcome"
+
+
+def collect_rows(spec, parent_run_id: str, uri: str) -> list[dict[str, Any]]:
+    """One row per child run (= per distinct configuration) of the sweep."""
+    rows = []
+    for r in tracking.child_runs(spec.name, parent_run_id, uri):
+        m, p, t = r.data.metrics, r.data.params, r.data.tags
+        row: dict[str, Any] = {
+            "run_id": r.info.run_id,
+            "model": t.get("sepray.model") or p.get("model.name", ""),
+            "outcome": t.get(OUTCOME, r.info.status.lower()),
+            "epochs": int(m.get("epoch", 0)),
+            spec.metric: m.get(spec.metric),
+        }
+        for s in SOURCES:
+            row[f"valid_sdr_{s}"] = m.get(f"valid_sdr_{s}")
+        for s in SOURCES:
+            row[f"test_sdr_{s}"] = m.get(f"test_sdr_{s}")
+        row["num_parameters"] = _int(p.get("num_parameters"))
+        row["train_seconds"] = m.get("train_seconds")
+        for param in spec.params:
+            row[param.key] = p.get(param.key, "")  # "" when the parameter was inactive (a `when:` condition)
+        row["signature"] = t.get("sepray.signature", "")
+        row["trial_id"] = t.get("sepray.trial_id", "")
+        rows.append(row)
+    return rows
+
+
+def top_k(rows: list[dict[str, Any]], spec) -> list[dict[str, Any]]:
+    """The ``spec.top_k`` finished rows, best validation metric first."""
+    done = [r for r in rows if r["outcome"] == "finished" and _finite(r.get(spec.metric))]
+    sign = -1.0 if spec.mode == "max" else 1.0
+    return sorted(done, key=lambda r: sign * r[spec.metric])[: spec.top_k]
+
+
+def evaluate_top_k(rows: list[dict[str, Any]], spec, uri: str, log=print) -> list[dict[str, Any]]:
+    """Evaluate the top-k rows on the full test songs (skipping runs already evaluated, e.g. on --resume)."""
+    from sepray.evaluate import evaluate_run
+
+    chosen = top_k(rows, spec)
+    for row in chosen:
+        if all(_finite(row.get(f"test_sdr_{s}")) for s in SOURCES):
+            continue
+        log(f"evaluating run {row['run_id']} ({row['model']}) on the full test songs")
+        result = evaluate_run(row["run_id"], uri=uri, device="auto")
+        for s in SOURCES:
+            row[f"test_sdr_{s}"] = result["median"].get(s)
+    return chosen
+
+
+def select_value(row: dict[str, Any], select: str) -> float:
+    if select == "test_sdr":
+        vals = [row.get(f"test_sdr_{s}") for s in SOURCES]
+        vals = [v for v in vals if _finite(v)]
+        return sum(vals) / len(vals) if vals else float("nan")
+    value = row.get(select)
+    return float(value) if _finite(value) else float("nan")
+
+
+def finish_sweep(spec, parent: tracking.Run, uri: str, log=print) -> dict[str, Any]:
+    """Evaluate the top-k, choose the best by ``spec.select``, log the leaderboard, register the best model."""
+    rows = collect_rows(spec, parent.run_id, uri)
+    evaluated = evaluate_top_k(rows, spec, uri, log)
+    candidates = [r for r in evaluated if math.isfinite(select_value(r, spec.select))]
+    best = max(candidates, key=lambda r: select_value(r, spec.select)) if candidates else None
+    ranked = sorted(rows, key=lambda r: _rank_key(r, spec))
+    for i, row in enumerate(ranked, 1):
+        row["rank"] = i
+        row["best"] = best is not None and row["run_id"] == best["run_id"]
+    columns = leaderboard_columns(spec)
+    table = {c: [_cell(r.get(c)) for r in ranked] for c in columns}
+    text = format_leaderboard(ranked, spec)
+    tracking.log_table(parent, table, "leaderboard.json")
+    parent.log_text(_csv(ranked, columns), "leaderboard.csv")
+    parent.log_text(text + "\n", "leaderboard.txt")
+    outcome: dict[str, Any] = {"leaderboard": ranked, "best_run_id": None, "text": text}
+    log("")
+    log(text)
+    if best is None:
+        parent.set_tags({"sepray.best_run_id": "none"})
+        log("no trial finished its budget, so there is no best model (see the leaderboard above)")
+        return outcome
+    version = tracking.register_model(best["run_id"], spec.name, uri)
+    parent.set_tags(
+        {"sepray.best_run_id": best["run_id"], "sepray.registered_model": f"{spec.name}/{version}"}
+    )
+    parent.log_metrics({f"best_{spec.select}": select_value(best, spec.select)})
+    tracking.Run(best["run_id"], uri).set_tags({"sepray.best": "true"})
+    outcome.update(best_run_id=best["run_id"], registered_version=version)
+    log("")
+    log(
+        f"best: run {best['run_id']} ({best['model']}), {spec.select} = {select_value(best, spec.select):.2f} dB "
+        f"(museval framewise median), registered as model {spec.name!r} version {version}"
+    )
+    log("separate a song with it:")
+    log(f"  {separate_command(best['run_id'], uri)}")
+    return outcome
+
+
+def separate_command(run_id: str, uri: str) -> str:
+    """The exact command that separates a song with the run's model (naming the store unless it is the default)."""
+    command = f"sepray separate --run-id {run_id} song.wav -o separated"
+    default = tracking.tracking_uri("sqlite:///" + tracking.DEFAULT_DB)
+    if uri == default and "MLFLOW_TRACKING_URI" not in os.environ:
+        return command
+    return f"MLFLOW_TRACKING_URI={uri} {command}"
+
+
+def leaderboard_columns(spec) -> list[str]:
+    cols = ["rank", "best", "run_id", "model", "outcome", "epochs"]
+    cols += [f"test_sdr_{s}" for s in SOURCES]
+    cols += [spec.metric] + [f"valid_sdr_{s}" for s in SOURCES if f"valid_sdr_{s}" != spec.metric]
+    cols += ["num_parameters", "train_seconds"] + [p.key for p in spec.params]
+    return cols
+
+
+def format_leaderboard(rows: list[dict[str, Any]], spec) -> str:
+    """A plain-text table: test SDR of the evaluated top-k, validation metric, size, time, searched values."""
+    head = ["#", "run id", "model", "outcome", "ep"]
+    head += [f"test {s[:5]}" for s in SOURCES] + [_short_metric(spec.metric), "params", "train s", "searched"]
+    lines = []
+    for r in rows:
+        searched = " ".join(f"{p.key.split('.')[-1]}={r[p.key]}" for p in spec.params if r.get(p.key) not in ("", None))
+        cells = [
+            f"{r['rank']}{'*' if r.get('best') else ''}",
+            r["run_id"],
+            r["model"],
+            r["outcome"],
+            str(r["epochs"]),
+            *(_num(r.get(f"test_sdr_{s}")) for s in SOURCES),
+            _num(r.get(spec.metric)),
+            _size(r.get("num_parameters")),
+            _num(r.get("train_seconds"), 0),
+            searched,
+        ]
+        lines.append(cells)
+    widths = [max(len(h), *(len(c[i]) for c in lines)) if lines else len(h) for i, h in enumerate(head)]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths[:-1]) + "  {}"
+    title = (
+        f"leaderboard of sweep {spec.name}: test = full test songs, museval v4 framewise SDR (dB, median over 1 s "
+        f"frames, then songs), top-{spec.top_k} only; {_short_metric(spec.metric)} = validation crops, "
+        f"utterance SDR (dB). * = best by {spec.select}"
+    )
+    out = [title, fmt.format(*head), fmt.format(*("-" * w for w in widths[:-1]), "-" * 8)]
+    out += [fmt.format(*cells) for cells in lines]
+    return "\n".join(out)
+
+
+def _rank_key(row: dict[str, Any], spec) -> tuple:
+    sel = select_value(row, spec.select) if spec.select.startswith("test") else float("nan")
+    val = row.get(spec.metric)
+    val = float(val) if _finite(val) else float("-inf") if spec.mode == "max" else float("inf")
+    sign = -1.0 if spec.mode == "max" else 1.0
+    return (0 if math.isfinite(sel) else 1, -sel if math.isfinite(sel) else 0.0, sign * val)
+
+
+def _short_metric(metric: str) -> str:
+    return metric.replace("valid_sdr_", "valid ").replace("valid_sdr", "valid")
+
+
+def _csv(rows, columns) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(columns)
+    for r in rows:
+        writer.writerow([_cell(r.get(c)) for c in columns])
+    return buf.getvalue()
+
+
+def _cell(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _num(value, digits: int = 2) -> str:
+    return f"{float(value):.{digits}f}" if _finite(value) else "-"
+
+
+def _size(value) -> str:
+    if value is None:
+        return "-"
+    return f"{value / 1e6:.2f}M" if value >= 1e6 else f"{value / 1e3:.1f}k"
+
+
+def _int(value) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _finite(value) -> bool:
+    try:
+        return math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False

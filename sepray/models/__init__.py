@@ -1,0 +1,37 @@
+"""Model registry: name -> (frozen Config dataclass, Separator class)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sepray.models.base import Separator
+from sepray.models.stft_mask import STFTMask, STFTMaskConfig
+from sepray.models.waveunet import WaveUNet, WaveUNetConfig
+from sepray.models.wavenet import WaveNet, WaveNetConfig
+
+REGISTRY: dict[str, tuple[type, type[Separator]]] = {
+    "wavenet": (WaveNetConfig, WaveNet),
+    "waveunet": (WaveUNetConfig, WaveUNet),
+    "stft_mask": (STFTMaskConfig, STFTMask),
+}
+
+
+def make_config(name: str, values: dict[str, Any]):
+    """Build the frozen config of model ``name``; unknown names/keys or bad values raise ValueError."""
+    if name not in REGISTRY:
+        raise ValueError(f"unknown model {name!r}; expected one of {sorted(REGISTRY)}")
+    from sepray.config import ConfigError, build_dataclass
+
+    try:
+        return build_dataclass(REGISTRY[name][0], dict(values), f"model {name}")
+    except ConfigError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def build_model(name: str, values: dict[str, Any] | Any) -> Separator:
+    """Instantiate model ``name`` from a config dict (or its config dataclass)."""
+    config_cls, model_cls = REGISTRY[name] if name in REGISTRY else (None, None)
+    if config_cls is None:
+        raise ValueError(f"unknown model {name!r}; expected one of {sorted(REGISTRY)}")
+    config = values if isinstance(values, config_cls) else make_config(name, values)
+    return model_cls(config)

@@ -1,0 +1,70 @@
+"""The interface every separator in the registry implements.
+
+A separator maps a mixture ``(batch, audio_channels, time_in)`` to one estimate per source.
+Geometry (what chunked inference and the data pipeline rely on):
+
+* ``output_length(input_length)`` -> output samples for an input length (``ValueError`` if invalid).
+* ``input_length(output_length)`` -> smallest valid input length whose output is >= ``output_length``.
+* Valid-convolution models (``halo == 0``): output sample ``j`` lines up with input sample
+  ``j + (input_length - output_length) // 2`` (symmetric context, extra sample on the right).
+* Same-padding models (``halo > 0``): output length == input length; an output sample further than
+  ``halo`` input samples from either end of the input does not depend on where the input was cut.
+* ``step``: input offsets must be multiples of ``step`` for outputs to line up exactly (decimation).
+
+Heads:
+* ``head == "regression"``: ``forward`` returns waveforms ``(batch, sources, audio_channels, time_out)``.
+* ``head == "mulaw"``: ``forward`` returns logits ``(batch, 256, sources, audio_channels, time_out)``,
+  ready for ``F.cross_entropy(logits, mu_law_encode(target))``.
+``decode(output)`` always returns waveforms ``(batch, sources, audio_channels, time_out)`` in [-1, 1].
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class Separator(nn.Module):
+    """Base class: subclasses set ``config`` and implement forward / geometry."""
+
+    head: str = "regression"
+    step: int = 1
+    halo: int = 0
+
+    @property
+    def sources(self) -> tuple[str, ...]:
+        return tuple(self.config.sources)
+
+    @property
+    def audio_channels(self) -> int:
+        return int(self.config.audio_channels)
+
+    def output_length(self, input_length: int) -> int:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def input_length(self, output_length: int) -> int:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    @property
+    def receptive_field(self) -> int:
+        """Input samples that influence one output sample (valid models) or 2 * halo + 1."""
+        if self.halo:
+            return 2 * self.halo + 1
+        n_in = self.input_length(1)
+        return n_in - self.output_length(n_in) + 1
+
+    def decode(self, output: torch.Tensor) -> torch.Tensor:
+        """Head output -> waveforms (batch, sources, audio_channels, time_out)."""
+        return output
+
+    def check_input(self, mix: torch.Tensor) -> None:
+        """Raise ValueError naming the shape unless ``mix`` is (batch, audio_channels, valid time)."""
+        if mix.dim() != 3 or mix.shape[1] != self.audio_channels:
+            raise ValueError(
+                f"{type(self).__name__}: expected a (batch, {self.audio_channels}, time) tensor, "
+                f"got shape {tuple(mix.shape)}"
+            )
+        try:
+            self.output_length(mix.shape[-1])
+        except ValueError as exc:
+            raise ValueError(f"{type(self).__name__}: input shape {tuple(mix.shape)}: {exc}") from None

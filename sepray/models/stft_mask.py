@@ -1,0 +1,116 @@
+"""DeepConvSep-style STFT ratio-mask separator (Chandna et al. 2017), fully convolutional over time.
+
+Per frame: log1p magnitudes of every audio channel's STFT -> conv across all frequencies (``freq_filters``,
+kernel 1 x bins, linear) -> conv across time (``time_filters``, ``time_kernel`` frames, zero-padded, linear)
+-> dense bottleneck (``bottleneck``, ReLU) -> one dense branch per source (ReLU) -> back through the
+*transposed* time and frequency convs. As in DeepConvSep the transposed convs reuse the encoder's own conv
+weights (tied, shared by every source); each source has its own output bias per (channel, bin). ReLU gives
+non-negative source magnitudes, ratio masks ``m_i = mag_i / (sum_j mag_j + eps)`` are applied to the mixture
+STFT and the iSTFT (mixture phase) gives one waveform per source.
+
+The original's dense layers act on a fixed 30-frame window; here they act per frame (1x1 convs) so the model
+takes any length. Geometry: output length == input length (a multiple of ``hop``, at least ``n_fft``);
+``step = hop``; ``halo = n_fft + (time_kernel - 1) * hop`` input samples (an output sample sees the frames
+within n_fft / 2, whose masks see ``time_kernel - 1`` frames either side, whose spectra see n_fft / 2 more).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sepray.dsp import istft, stft
+from sepray.models.base import Separator
+
+
+@dataclass(frozen=True)
+class STFTMaskConfig:
+    """STFT ratio-mask model; defaults follow DeepConvSep (hop 256 instead of 512)."""
+
+    sources: tuple[str, ...] = ("vocals", "accompaniment")
+    audio_channels: int = 1
+    n_fft: int = 1024
+    hop: int = 256  # <= n_fft // 2 (the Hann-window overlap-add must be invertible)
+    freq_filters: int = 50  # conv over all frequencies (kernel 1 x bins)
+    time_filters: int = 50  # conv over time
+    time_kernel: int = 15  # frames; odd
+    bottleneck: int = 128
+    mask_eps: float = 1e-8
+
+    def __post_init__(self) -> None:
+        if not self.sources or len(set(self.sources)) != len(self.sources):
+            raise ValueError(f"sources must be non-empty and unique, got {self.sources!r}")
+        if self.audio_channels < 1:
+            raise ValueError(f"audio_channels must be >= 1, got {self.audio_channels}")
+        if self.n_fft < 4:
+            raise ValueError(f"n_fft must be >= 4, got {self.n_fft}")
+        if not 1 <= self.hop <= self.n_fft // 2:
+            raise ValueError(f"hop must be in [1, n_fft // 2 = {self.n_fft // 2}], got {self.hop}")
+        if self.time_kernel < 1 or self.time_kernel % 2 == 0:
+            raise ValueError(f"time_kernel must be odd and >= 1, got {self.time_kernel}")
+        for name in ("freq_filters", "time_filters", "bottleneck"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not self.mask_eps > 0:
+            raise ValueError(f"mask_eps must be > 0, got {self.mask_eps}")
+
+
+class STFTMask(Separator):
+    """STFT ratio masks: mix (B, C, T) -> waveforms (B, S, C, T); regression head."""
+
+    head = "regression"
+
+    def __init__(self, config: STFTMaskConfig) -> None:
+        super().__init__()
+        self.config = config
+        bins = config.n_fft // 2 + 1
+        inputs = config.audio_channels * bins
+        sources = len(config.sources)
+        self.freq_conv = nn.Conv1d(inputs, config.freq_filters, 1)  # over frames: (B, C * bins, N)
+        self.time_conv = nn.Conv1d(
+            config.freq_filters, config.time_filters, config.time_kernel, padding=config.time_kernel // 2
+        )
+        self.dense = nn.Conv1d(config.time_filters, config.bottleneck, 1)
+        self.branches = nn.Conv1d(config.bottleneck, sources * config.time_filters, 1)  # one per source, fused
+        self.source_bias = nn.Parameter(torch.zeros(sources, inputs))
+        self.step = config.hop
+        self.halo = config.n_fft + (config.time_kernel - 1) * config.hop
+
+    def output_length(self, input_length: int) -> int:
+        hop, n_fft = self.config.hop, self.config.n_fft
+        if input_length < n_fft or input_length % hop:
+            raise ValueError(f"input length {input_length} must be a multiple of hop {hop} and >= n_fft {n_fft}")
+        return input_length
+
+    def input_length(self, output_length: int) -> int:
+        hop = self.config.hop
+        return hop * -(-max(output_length, self.config.n_fft) // hop)
+
+    def magnitudes(self, spec: torch.Tensor) -> torch.Tensor:
+        """Mixture STFT (B, C, bins, N) complex -> source magnitudes (B, S, C, bins, N), >= 0."""
+        batch, channels, bins, frames = spec.shape
+        sources, filters = len(self.config.sources), self.config.time_filters
+        x = torch.log1p(spec.abs()).flatten(1, 2)  # (B, C * bins, N)
+        x = self.time_conv(self.freq_conv(x))  # (B, time_filters, N)
+        x = F.relu(self.dense(x))  # (B, bottleneck, N)
+        x = F.relu(self.branches(x)).reshape(batch * sources, filters, frames)  # (B * S, time_filters, N)
+        x = F.conv_transpose1d(x, self.time_conv.weight, padding=self.config.time_kernel // 2)  # (B*S, freq, N)
+        x = F.conv_transpose1d(x, self.freq_conv.weight)  # (B * S, C * bins, N)
+        x = F.relu(x.view(batch, sources, channels * bins, frames) + self.source_bias[:, :, None])
+        return x.view(batch, sources, channels, bins, frames)
+
+    def forward(self, mix: torch.Tensor) -> torch.Tensor:
+        """(B, C, T) -> (B, S, C, T)."""
+        self.check_input(mix)
+        n_fft, hop = self.config.n_fft, self.config.hop
+        spec = stft(mix, n_fft, hop)  # (B, C, bins, N)
+        mags = self.magnitudes(spec)  # (B, S, C, bins, N)
+        masks = mags / (mags.sum(dim=1, keepdim=True) + self.config.mask_eps)
+        return istft(masks * spec.unsqueeze(1), n_fft, hop, length=mix.shape[-1])  # (B, S, C, T)
+
+    def decode(self, output: torch.Tensor) -> torch.Tensor:
+        """Waveforms (B, S, C, T) -> the same clamped to [-1, 1]."""
+        return output.clamp(-1.0, 1.0)

@@ -1,0 +1,302 @@
+"""The only module that imports mlflow: tracking URI, experiments, runs, metrics, artifacts, model registry.
+
+Default store: ``sqlite:///<cwd>/mlflow.db`` with artifacts in ``<cwd>/mlartifacts``; ``MLFLOW_TRACKING_URI``
+overrides (a server such as ``http://head:5000`` on a cluster). Every call goes through ``MlflowClient`` with an
+explicit run id (no global "active run"), so trainers in threads, processes and Ray workers never mix runs up.
+Writes are retried when sqlite reports a lock, so concurrent trials do not lose them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import mlflow
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+DEFAULT_DB = "mlflow.db"
+PACKAGE_ARTIFACT = "model"
+RUN_CONFIG_ARTIFACT = "run_config.json"
+T = TypeVar("T")
+
+
+class TrackingError(RuntimeError):
+    """A tracking problem a user must fix (unknown run, no package, unreachable store): one line."""
+
+
+def tracking_uri(uri: str | None = None) -> str:
+    """The tracking URI in force: ``uri``, else ``$MLFLOW_TRACKING_URI``, else an absolute local sqlite file."""
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri:
+        return f"sqlite:///{Path.cwd() / DEFAULT_DB}"
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        # make relative sqlite paths absolute so Ray workers with another cwd share the same file
+        return f"sqlite:///{Path(uri[len('sqlite:///') :]).resolve()}"
+    return uri
+
+
+def default_artifact_root(uri: str) -> str | None:
+    """Artifacts of a local sqlite store go beside the database file; a server decides for itself."""
+    if uri.startswith("sqlite:///"):
+        return (Path(uri[len("sqlite:///") :]).parent / "mlartifacts").resolve().as_uri()
+    return None
+
+
+def _retry(fn: Callable[[], T], attempts: int = 8) -> T:
+    delay = 0.05
+    for i in range(attempts):
+        try:
+            return fn()
+        except MlflowException as exc:
+            text = str(exc).lower()
+            if i == attempts - 1 or not ("locked" in text or "busy" in text or "connection" in text):
+                raise
+        except Exception as exc:  # sqlalchemy OperationalError surfaces raw in some paths
+            if i == attempts - 1 or "locked" not in str(exc).lower():
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 2.0)
+    raise AssertionError("unreachable")
+
+
+def client(uri: str | None = None) -> MlflowClient:
+    return MlflowClient(tracking_uri=tracking_uri(uri))
+
+
+def ensure_experiment(name: str, uri: str | None = None) -> str:
+    """Create the store and experiment once (call in the driver before workers start); return its id."""
+    uri = tracking_uri(uri)
+    c = MlflowClient(tracking_uri=uri)
+    try:
+        exp = _retry(lambda: c.get_experiment_by_name(name))
+    except MlflowException as exc:
+        raise TrackingError(f"tracking store {uri}: {str(exc).splitlines()[0]}") from None
+    if exp is not None:
+        return exp.experiment_id
+    try:
+        return _retry(lambda: c.create_experiment(name, artifact_location=default_artifact_root(uri)))
+    except MlflowException:
+        exp = c.get_experiment_by_name(name)  # created concurrently
+        if exp is None:
+            raise
+        return exp.experiment_id
+
+
+class Run:
+    """One MLflow run, addressed by id. Create with :func:`start_run` or reattach with :func:`attach_run`."""
+
+    def __init__(self, run_id: str, uri: str | None = None):
+        self.run_id = run_id
+        self.uri = tracking_uri(uri)
+        self.client = MlflowClient(tracking_uri=self.uri)
+
+    # -- values ---------------------------------------------------------------------------------------------
+    def log_params(self, params: dict[str, Any]) -> None:
+        """Log params once; values already logged (a resumed run) are skipped, not re-sent."""
+        existing = self.client.get_run(self.run_id).data.params
+        items = [Param(k, _param_text(v)) for k, v in sorted(params.items()) if k not in existing]
+        for i in range(0, len(items), 100):
+            chunk = items[i : i + 100]
+            _retry(lambda chunk=chunk: self.client.log_batch(self.run_id, params=chunk))
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        now = int(time.time() * 1000)
+        items = [
+            Metric(k, float(v), now, int(step or 0))
+            for k, v in metrics.items()
+            if v is not None and _finite(v)
+        ]
+        if items:
+            _retry(lambda: self.client.log_batch(self.run_id, metrics=items))
+
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        items = [RunTag(k, str(v)) for k, v in tags.items()]
+        if items:
+            _retry(lambda: self.client.log_batch(self.run_id, tags=items))
+
+    # -- artifacts ------------------------------------------------------------------------------------------
+    def log_artifact(self, path: str | os.PathLike, artifact_path: str | None = None) -> None:
+        _retry(lambda: self.client.log_artifact(self.run_id, str(path), artifact_path))
+
+    def log_artifacts(self, directory: str | os.PathLike, artifact_path: str | None = None) -> None:
+        _retry(lambda: self.client.log_artifacts(self.run_id, str(directory), artifact_path))
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        _retry(lambda: self.client.log_text(self.run_id, text, artifact_file))
+
+    def log_dict(self, data: dict, artifact_file: str) -> None:
+        self.log_text(json.dumps(data, indent=2, sort_keys=True, default=_json_default) + "\n", artifact_file)
+
+    def log_figure(self, figure, artifact_file: str) -> None:
+        _retry(lambda: self.client.log_figure(self.run_id, figure, artifact_file))
+
+    def end(self, status: str = "FINISHED") -> None:
+        """status: FINISHED | FAILED | KILLED."""
+        _retry(lambda: self.client.set_terminated(self.run_id, status))
+
+    # -- reading --------------------------------------------------------------------------------------------
+    def info(self):
+        return self.client.get_run(self.run_id)
+
+    def metric_history(self, key: str) -> list[tuple[int, float]]:
+        return [(m.step, m.value) for m in self.client.get_metric_history(self.run_id, key)]
+
+
+def start_run(
+    experiment: str,
+    run_name: str | None = None,
+    tags: dict[str, Any] | None = None,
+    parent_run_id: str | None = None,
+    uri: str | None = None,
+) -> Run:
+    """Create a run (nested under ``parent_run_id`` when given)."""
+    exp_id = ensure_experiment(experiment, uri)
+    c = client(uri)
+    all_tags = {str(k): str(v) for k, v in (tags or {}).items()}
+    if parent_run_id:
+        all_tags["mlflow.parentRunId"] = parent_run_id
+    run = _retry(lambda: c.create_run(exp_id, run_name=run_name, tags=all_tags))
+    return Run(run.info.run_id, uri)
+
+
+def attach_run(run_id: str, uri: str | None = None, reopen: bool = False) -> Run:
+    """Reattach to an existing run (e.g. a retried trial); ``reopen`` marks it RUNNING again."""
+    run = Run(run_id, uri)
+    _get_run(run.client, run_id)
+    if reopen:
+        _retry(lambda: run.client.update_run(run_id, status="RUNNING"))
+    return run
+
+
+def find_runs(experiment: str, filter_string: str = "", uri: str | None = None) -> list:
+    """All runs of an experiment matching an MLflow filter string (e.g. "tags.sepray.trial = 'abc'")."""
+    c = client(uri)
+    exp = c.get_experiment_by_name(experiment)
+    if exp is None:
+        return []
+    runs, token = [], None
+    while True:
+        page = _retry(
+            lambda t=token: c.search_runs([exp.experiment_id], filter_string, max_results=1000, page_token=t)
+        )
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def _get_run(c: MlflowClient, run_id: str):
+    try:
+        return c.get_run(run_id)
+    except MlflowException as exc:
+        if "RESOURCE_DOES_NOT_EXIST" in str(exc.error_code) or "not found" in str(exc).lower():
+            raise TrackingError(f"run {run_id}: no such MLflow run in {c.tracking_uri}") from None
+        raise TrackingError(f"run {run_id}: {str(exc).splitlines()[0]}") from None
+
+
+def get_run(run_id: str, uri: str | None = None):
+    """The MLflow run entity; TrackingError (one line) when the id is unknown."""
+    return _get_run(client(uri), run_id)
+
+
+def download_artifacts(
+    run_id: str, artifact_path: str, dst: str | os.PathLike, uri: str | None = None
+) -> Path:
+    """Download a run's artifact (file or folder) into ``dst``; TrackingError when the run or artifact is absent."""
+    c = client(uri)
+    _get_run(c, run_id)
+    try:
+        local = mlflow.artifacts.download_artifacts(
+            run_id=run_id, artifact_path=artifact_path, dst_path=str(dst), tracking_uri=c.tracking_uri
+        )
+    except (MlflowException, OSError) as exc:
+        raise TrackingError(
+            f"run {run_id}: has no artifact {artifact_path!r} ({str(exc).splitlines()[0]})"
+        ) from None
+    path = Path(local)
+    if not path.exists() or (path.is_dir() and not any(path.iterdir())):
+        raise TrackingError(f"run {run_id}: has no artifact {artifact_path!r}")
+    return path
+
+
+def download_package(run_id: str, dst: str | os.PathLike, uri: str | None = None) -> Path:
+    """Download the run's model package folder (``model/``); TrackingError when it has none."""
+    try:
+        return download_artifacts(run_id, PACKAGE_ARTIFACT, dst, uri)
+    except TrackingError as exc:
+        if "no such MLflow run" in str(exc):
+            raise
+        raise TrackingError(f"run {run_id}: has no model package (artifact '{PACKAGE_ARTIFACT}/')") from None
+
+
+def load_run_config(run_id: str, uri: str | None = None) -> dict[str, Any]:
+    """The resolved run config dict a training run logged as ``run_config.json``."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = download_artifacts(run_id, RUN_CONFIG_ARTIFACT, tmp, uri)
+        return json.loads(path.read_text())
+
+
+def register_model(run_id: str, name: str, uri: str | None = None) -> str:
+    """Register the run's package in the MLflow model registry under ``name``; returns the version."""
+    c = client(uri)
+    try:
+        _retry(lambda: c.create_registered_model(name))
+    except MlflowException as exc:
+        if "already exists" not in str(exc).lower() and "RESOURCE_ALREADY_EXISTS" not in str(exc.error_code):
+            raise
+    run = _get_run(c, run_id)
+    source = f"{run.info.artifact_uri.rstrip('/')}/{PACKAGE_ARTIFACT}"
+    mv = _retry(lambda: c.create_model_version(name, source, run_id=run_id))
+    return str(mv.version)
+
+
+def _param_text(v: Any) -> str:
+    text = json.dumps(v, default=_json_default) if isinstance(v, (list, tuple, dict)) else str(v)
+    return text[:6000]
+
+
+def _finite(v: Any) -> bool:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return False
+    return f == f and f not in (float("inf"), float("-inf"))
+
+
+def _json_default(v: Any):
+    if hasattr(v, "item"):
+        return v.item()
+    if isinstance(v, (set, tuple)):
+        return list(v)
+    if isinstance(v, Path):
+        return str(v)
+    return str(v)
+
+
+# -- sweeps (sepray.tuning / sepray.leaderboard) -------------------------------------------------------------
+
+
+def child_runs(experiment: str, parent_run_id: str, uri: str | None = None, **tags: str) -> list:
+    """Runs nested under ``parent_run_id`` (oldest first), optionally with ``sepray.<key>`` tags equal to values."""
+    clauses = [f"tags.mlflow.parentRunId = '{parent_run_id}'"]
+    clauses += [f"tags.`sepray.{key}` = '{value}'" for key, value in tags.items()]
+    runs = find_runs(experiment, " and ".join(clauses), uri)
+    return sorted(runs, key=lambda r: (r.info.start_time, r.info.run_id))
+
+
+def delete_run(run_id: str, uri: str | None = None) -> None:
+    """Soft-delete a run (it leaves searches and the UI's default view)."""
+    c = client(uri)
+    _retry(lambda: c.delete_run(run_id))
+
+
+def log_table(run: Run, data: dict[str, list], artifact_file: str) -> None:
+    """A column -> values table as a JSON table artifact (shown as a table in the MLflow UI)."""
+    _retry(lambda: run.client.log_table(run.run_id, data=data, artifact_file=artifact_file))

@@ -1,0 +1,346 @@
+"""One training loop for every separator: :class:`Trainer` (an epoch at a time) and :func:`train_run`.
+
+``Trainer`` knows nothing about MLflow or Ray: ``train_run`` (used by ``sepray train``) and the Ray Tune
+trainable (sepray.tuning) drive it, log what it returns and save its checkpoints.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from sepray import metrics
+from sepray.config import RunConfig, run_config_from_dict
+from sepray.data import CropSampler, fixed_crops, load_splits
+from sepray.losses import check_loss, separation_loss
+from sepray.models import build_model
+from sepray.package import save_package
+
+CHECKPOINT_FILE = "checkpoint.pt"
+RUN_CONFIG_FILE = "run_config.json"
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` -> CUDA when present, else CPU. A CUDA request on a machine without CUDA is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r}: CUDA is not available on this machine")
+    return device
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def crop_sdr(reference: torch.Tensor, estimate: torch.Tensor) -> np.ndarray:
+    """Utterance SDR of each crop and source. (N, S, C, T) x2 -> (N, S); NaN where the reference is silent."""
+    ref = reference.detach().double().cpu().numpy()
+    est = estimate.detach().double().cpu().numpy()
+    out = np.stack([metrics.utterance_sdr(r, e) for r, e in zip(ref, est, strict=True)])
+    silent = (np.abs(ref) < 1e-4).all(axis=(2, 3))
+    out[silent] = np.nan
+    return out
+
+
+class Trainer:
+    """Trains one model on one data config. Call :meth:`train_epoch` / :meth:`validate` in a loop."""
+
+    def __init__(self, cfg: RunConfig, splits: dict | None = None, device: str | torch.device | None = None):
+        self.cfg = cfg
+        tc = cfg.train
+        if tc.threads:
+            torch.set_num_threads(tc.threads)
+        seed_everything(tc.seed)
+        self.device = resolve_device(str(device) if device is not None else tc.device)
+        self.model = build_model(cfg.model_name, cfg.model).to(self.device)
+        check_loss(self.model.head, tc.loss)
+        sr = cfg.data.sample_rate
+        self.sample_rate = sr
+        self.output_length = self.model.output_length(
+            self.model.input_length(max(1, round(tc.segment_seconds * sr)))
+        )
+        self.input_length = self.model.input_length(self.output_length)
+        self.splits = splits if splits is not None else load_splits(cfg.data)
+        if not self.splits.get("train"):
+            raise ValueError("data: no training songs")
+        self.sources = self.model.sources
+        self.sampler = CropSampler(
+            self.splits["train"],
+            self.input_length,
+            self.output_length,
+            self.sources,
+            cfg.data.augment,
+            sr,
+            tc.seed,
+        )
+        valid_songs = self.splits.get("valid") or self.splits["train"]
+        v_out = self.model.output_length(self.model.input_length(max(1, round(tc.valid_seconds * sr))))
+        self.valid_mix, self.valid_target = fixed_crops(
+            valid_songs, self.model.input_length(v_out), v_out, self.sources, tc.valid_crops, tc.seed + 1
+        )
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.ExponentialLR(self.optimizer, gamma=tc.lr_decay)
+        self.use_amp = bool(tc.amp and self.device.type == "cuda")
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        self.epoch = 0
+        self.step = 0
+        self.train_seconds = 0.0
+        self.history: list[dict[str, float]] = []
+
+    @property
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+    def _forward(self, mix: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device_type=self.device.type, enabled=self.use_amp):
+            return self.model(mix)
+
+    def train_epoch(self, on_step=None) -> dict[str, float]:
+        """Run ``steps_per_epoch`` optimizer steps. Returns {"train_loss", "lr", "steps_per_second"}."""
+        tc = self.cfg.train
+        self.model.train()
+        losses = []
+        start = time.perf_counter()
+        for _ in range(tc.steps_per_epoch):
+            mix, target = self.sampler.batch(tc.batch_size)
+            mix, target = mix.to(self.device), target.to(self.device)
+            output = self._forward(mix)
+            loss = separation_loss(self.model.head, output, target, tc.loss)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"training diverged: loss is {loss.item()} at step {self.step}")
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            if tc.grad_clip > 0:
+                self.scaler.unscale_(self.optimizer)
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.grad_clip)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.step += 1
+            losses.append(loss.item())
+            if on_step is not None:
+                on_step(self.step, losses[-1])
+        elapsed = time.perf_counter() - start
+        self.train_seconds += elapsed
+        lr = self.optimizer.param_groups[0]["lr"]
+        self.scheduler.step()
+        self.epoch += 1
+        return {
+            "train_loss": float(np.mean(losses)),
+            "lr": lr,
+            "steps_per_second": tc.steps_per_epoch / elapsed,
+        }
+
+    @torch.no_grad()
+    def estimate(self, mix: torch.Tensor, batch_size: int = 4) -> torch.Tensor:
+        """Waveform estimates for a batch of valid-length crops. (N, C, T_in) -> (N, S, C, T_out)."""
+        self.model.eval()
+        outs = []
+        for i in range(0, mix.shape[0], batch_size):
+            out = self._forward(mix[i : i + batch_size].to(self.device))
+            outs.append(self.model.decode(out).float().cpu())
+        return torch.cat(outs)
+
+    def validate(self) -> dict[str, float]:
+        """Median utterance SDR over the fixed validation crops, per source and averaged, plus the valid loss."""
+        est = self.estimate(self.valid_mix)
+        with torch.no_grad():
+            self.model.eval()
+            out = self._forward(self.valid_mix[:4].to(self.device))
+            valid_loss = separation_loss(
+                self.model.head, out, self.valid_target[:4].to(self.device), self.cfg.train.loss
+            )
+        sdr = crop_sdr(self.valid_target, est)
+        result: dict[str, float] = {"valid_loss": float(valid_loss)}
+        for i, source in enumerate(self.sources):
+            result[f"valid_sdr_{source}"] = _nanmedian(sdr[:, i])
+        result["valid_sdr"] = _nanmean([result[f"valid_sdr_{s}"] for s in self.sources])
+        self.history.append({"epoch": self.epoch, **result})
+        return result
+
+    def baseline_sdr(self) -> dict[str, float]:
+        """Validation SDR of the trivial estimates: the mixture itself and half the mixture, per source."""
+        c = (self.valid_mix.shape[-1] - self.valid_target.shape[-1]) // 2
+        mix = (
+            self.valid_mix[..., c : c + self.valid_target.shape[-1]].unsqueeze(1).expand_as(self.valid_target)
+        )
+        out = {}
+        for name, est in (("mix", mix), ("halfmix", 0.5 * mix)):
+            sdr = crop_sdr(self.valid_target, est)
+            for i, source in enumerate(self.sources):
+                out[f"valid_sdr_{name}_{source}"] = _nanmedian(sdr[:, i])
+        return out
+
+    # -- persistence -------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "sampler": self.sampler.state_dict(),
+            "epoch": self.epoch,
+            "step": self.step,
+            "train_seconds": self.train_seconds,
+            "torch_rng": torch.get_rng_state(),
+            "history": json.dumps(self.history),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.sampler.load_state_dict(state["sampler"])
+        self.epoch = int(state["epoch"])
+        self.step = int(state["step"])
+        self.train_seconds = float(state["train_seconds"])
+        torch.set_rng_state(state["torch_rng"])
+        self.history = json.loads(state["history"])
+
+    def save_checkpoint(self, directory: str | os.PathLike) -> Path:
+        """Write ``directory/checkpoint.pt`` (+ run_config.json) atomically."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix="tmp-ckpt-", suffix=".pt", dir=directory)
+        os.close(fd)
+        try:
+            torch.save(self.state_dict(), tmp)
+            os.replace(tmp, directory / CHECKPOINT_FILE)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        (directory / RUN_CONFIG_FILE).write_text(json.dumps(self.cfg.to_dict(), indent=2, sort_keys=True))
+        return directory / CHECKPOINT_FILE
+
+    def load_checkpoint(self, directory: str | os.PathLike) -> None:
+        path = Path(directory) / CHECKPOINT_FILE
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no checkpoint to resume from")
+        self.load_state_dict(torch.load(path, map_location=self.device, weights_only=True))
+
+    def save_package(self, directory: str | os.PathLike) -> Path:
+        return save_package(self.model, directory, self.cfg.model_name, self.sample_rate)
+
+    @property
+    def finished(self) -> bool:
+        tc = self.cfg.train
+        return self.epoch >= tc.epochs or (
+            tc.max_seconds is not None and self.train_seconds >= tc.max_seconds
+        )
+
+
+def _nanmedian(values) -> float:
+    arr = np.asarray(values, dtype=float)
+    return float(np.nanmedian(arr)) if np.isfinite(arr).any() else float("nan")
+
+
+def _nanmean(values) -> float:
+    arr = np.asarray(values, dtype=float)
+    return float(np.nanmean(arr)) if np.isfinite(arr).any() else float("nan")
+
+
+# ----------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainResult:
+    run_id: str
+    checkpoint_dir: Path
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def log_package(run, trainer: Trainer) -> None:
+    """Log the model package (artifact ``model/``) and the resolved config (``run_config.json``) to ``run``."""
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer.save_package(Path(tmp) / "model")
+        run.log_artifacts(Path(tmp) / "model", "model")
+    run.log_dict(trainer.cfg.to_dict(), RUN_CONFIG_FILE)
+
+
+def train_run(
+    cfg: RunConfig | None,
+    experiment: str = "sepray",
+    run_name: str | None = None,
+    checkpoint_root: str | os.PathLike = "runs",
+    resume_run_id: str | None = None,
+    uri: str | None = None,
+    log=print,
+) -> TrainResult:
+    """Train with MLflow logging and a checkpoint after every epoch; ``resume_run_id`` continues that run.
+
+    Checkpoints live in ``checkpoint_root/<run_id>/``. Params are the flattened resolved config; metrics are
+    ``train_loss`` (every few steps), validation SDR per epoch; at the end the model package is logged.
+    """
+    from sepray import tracking
+
+    if resume_run_id is not None:
+        ckpt_dir = Path(checkpoint_root) / resume_run_id
+        if not (ckpt_dir / CHECKPOINT_FILE).is_file():
+            raise FileNotFoundError(f"{ckpt_dir / CHECKPOINT_FILE}: no checkpoint for run {resume_run_id}")
+        saved = run_config_from_dict(json.loads((ckpt_dir / RUN_CONFIG_FILE).read_text()), str(ckpt_dir))
+        if cfg is not None and cfg.signature() != saved.signature():
+            raise ValueError(f"run {resume_run_id}: its checkpoint was trained with a different config")
+        cfg = saved
+        run = tracking.attach_run(resume_run_id, uri, reopen=True)
+        trainer = Trainer(cfg)
+        trainer.load_checkpoint(ckpt_dir)
+        log(f"resuming run {resume_run_id} at epoch {trainer.epoch}")
+    else:
+        assert cfg is not None
+        trainer = Trainer(cfg)
+        run = tracking.start_run(
+            experiment,
+            run_name=run_name or f"{cfg.model_name}-{cfg.signature()}",
+            tags={
+                "sepray.model": cfg.model_name,
+                "sepray.signature": cfg.signature(),
+                "sepray.kind": "train",
+            },
+            uri=uri,
+        )
+        ckpt_dir = Path(checkpoint_root) / run.run_id
+        run.log_params({**cfg.flat(), "num_parameters": trainer.num_parameters})
+        run.log_dict(cfg.to_dict(), RUN_CONFIG_FILE)
+        run.log_metrics(trainer.baseline_sdr(), step=0)
+    log(
+        f"run {run.run_id}: {cfg.model_name} with {trainer.num_parameters:,} parameters; checkpoints in {ckpt_dir}"
+    )
+    log_every = max(1, cfg.train.steps_per_epoch // 10)
+
+    def on_step(step: int, loss: float) -> None:
+        if step % log_every == 0:
+            run.log_metrics({"train_loss_step": loss}, step=step)
+
+    result: dict[str, float] = {}
+    try:
+        while not trainer.finished:
+            epoch_metrics = trainer.train_epoch(on_step)
+            result = {**epoch_metrics, **trainer.validate(), "epoch": trainer.epoch}
+            run.log_metrics({**result, "train_seconds": trainer.train_seconds}, step=trainer.epoch)
+            trainer.save_checkpoint(ckpt_dir)
+            log(
+                f"epoch {trainer.epoch}/{cfg.train.epochs}: loss {result['train_loss']:.4f}  "
+                f"valid SDR {result['valid_sdr']:.2f} dB  ({result['steps_per_second']:.1f} steps/s)"
+            )
+        log_package(run, trainer)
+        run.end("FINISHED")
+    except KeyboardInterrupt:
+        run.end("KILLED")
+        raise
+    except BaseException:
+        run.end("FAILED")
+        raise
+    return TrainResult(run.run_id, ckpt_dir, result)

@@ -1,0 +1,640 @@
+"""The only module that imports ray: run a sweep spec on Ray Tune, one MLflow child run per configuration.
+
+``run_sweep`` (called by ``sweeps/run.py``) validates the spec, creates the MLflow experiment and the sweep's
+parent run, starts or joins Ray, and runs a ``tune.Tuner``: Optuna (TPE, or its random sampler) with the
+define-by-run conditional space inside a ConcurrencyLimiter, or a grid; ASHA on the validation metric;
+FailureConfig / CheckpointConfig; a storage path that may be shared storage. ``--resume`` restores the Tuner.
+After the sweep, :mod:`sepray.leaderboard` evaluates the top-k finished trials on the full test songs, picks
+the best and registers it.
+
+The trainable, :func:`train_trial`, is an importable function; its body, :func:`run_trial`, takes the report
+and checkpoint functions as arguments so that tests call it without Ray. Each trial:
+
+* resolves its config; the config signature names it (``RunConfig.signature()``);
+* claims the MLflow child run tagged with that signature under the parent: its own (reattached on a retry or
+  resume), a new one, or -- when another trial already trained the same configuration -- none: it replays
+  that trial's per-epoch results instead of training the configuration twice;
+* trains epoch by epoch, logging metrics and reporting ``metric`` with a checkpoint after every epoch, and
+  finishes the child run (model package, audio excerpt, spectrograms) *before* its last report, because code
+  after a report may never run once ASHA stops the trial.
+
+Trials that ASHA stops, that fail for good, or that a killed driver left behind are closed from the driver
+(:class:`ChildRunCloser` and :func:`close_orphans`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray import tune
+from ray.tune import Callback
+from ray.tune.schedulers import ASHAScheduler
+from ray.tune.search import ConcurrencyLimiter
+from ray.tune.search.optuna import OptunaSearch
+
+import sepray
+from sepray import tracking
+from sepray.sweep_spec import GRID_KEY, SpecError, SweepSpec, grid_points, load_spec, trial_raw_config
+
+STATE_FILE = "sepray_sweep.json"  # in the Ray experiment folder: parent run id, tracking URI, spec
+TRIAL_FILE = "sepray_trial.json"  # in each checkpoint: the MLflow run it belongs to
+WAIT_POLL_S = 5.0  # a trial whose configuration another live trial is training polls this often
+WAIT_LIMIT_S = 6 * 3600.0
+OUTCOME = "sepray.outcome"  # finished | stopped_early | failed | interrupted
+
+
+class SweepError(RuntimeError):
+    """A sweep that cannot start or resume; one line."""
+
+
+# ----------------------------------------------------------------------------------------------------------
+# what every trial gets
+
+
+def sweep_context(spec: SweepSpec, uri: str, parent_run_id: str) -> dict[str, Any]:
+    """The plain dict each trial receives (through ``tune.with_parameters``)."""
+    return {
+        "experiment": spec.name,
+        "uri": uri,
+        "parent_run_id": parent_run_id,
+        "fixed": spec.fixed,
+        "families": spec.families,
+        "metric": spec.metric,
+        "mode": spec.mode,
+        "epochs": spec.epochs,
+        "excerpt_seconds": spec.excerpt_seconds,
+        "label": spec.label,
+    }
+
+
+def sampled_params(config: dict[str, Any]) -> dict[str, Any]:
+    """A trial's sampled values: Optuna's flat dotted dict, or the grid point."""
+    return dict(config.get(GRID_KEY, config))
+
+
+def trial_config(sweep: dict[str, Any], config: dict[str, Any]):
+    from sepray.config import resolve
+
+    sampled = sampled_params(config)
+    return resolve(trial_raw_config(sweep["fixed"], sweep["families"], sampled), f"{sweep['label']}: {sampled}")
+
+
+class TrialNamer:
+    """Names a trial (and its folder) by its config signature plus Ray's trial id (picklable)."""
+
+    def __init__(self, sweep: dict[str, Any]):
+        self.sweep = {k: sweep[k] for k in ("fixed", "families", "label")}
+
+    def __call__(self, trial) -> str:
+        try:
+            sig = trial_config(self.sweep, trial.config).signature()
+        except Exception:
+            sig = "invalid"
+        return f"{sig}_{trial.trial_id}"
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the trainable
+
+
+def train_trial(config: dict[str, Any], sweep: dict[str, Any]) -> None:
+    """Ray Tune function trainable: resume from ``tune.get_checkpoint()``, train, ``tune.report`` per epoch."""
+    trial_id = tune.get_context().get_trial_id()
+
+    def report(metrics: dict[str, Any], checkpoint_dir: Path | None = None) -> None:
+        checkpoint = tune.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir else None
+        tune.report(metrics, checkpoint=checkpoint)
+
+    checkpoint = tune.get_checkpoint()
+    with tempfile.TemporaryDirectory(prefix="sepray-resume-") as tmp:
+        resume_dir = None
+        if checkpoint is not None:
+            resume_dir = Path(checkpoint.to_directory(tmp))
+        run_trial(config, sweep, trial_id, report, resume_dir)
+
+
+def run_trial(
+    config: dict[str, Any],
+    sweep: dict[str, Any],
+    trial_id: str,
+    report: Callable[[dict[str, Any], Path | None], None],
+    resume_dir: Path | None = None,
+) -> None:
+    """Train (or reuse) one configuration; ``report(metrics, checkpoint_dir)`` once per epoch."""
+    from sepray.train import CHECKPOINT_FILE, Trainer
+
+    cfg = trial_config(sweep, config)
+    sig = cfg.signature()
+    uri, exp, parent = sweep["uri"], sweep["experiment"], sweep["parent_run_id"]
+    metric = sweep["metric"]
+    start_epoch = 0
+    if resume_dir is not None and (resume_dir / TRIAL_FILE).is_file():
+        start_epoch = int(json.loads((resume_dir / TRIAL_FILE).read_text()).get("epoch", 0))
+
+    run, owner = claim_child_run(exp, parent, sig, trial_id, uri, cfg)
+    base = {"signature": sig, "mlflow_run_id": owner.info.run_id if owner else run.run_id}
+    if run is None:  # another trial trained (or is training) this configuration: reuse its results
+        replay(owner, metric, start_epoch, base, uri, report)
+        return
+    info = run.info()
+    if info.info.status == "FINISHED":  # this trial finished before a driver crash lost its last report
+        replay(info, metric, start_epoch, base, uri, report)
+        return
+    logged = max((s for s, _ in run.metric_history(metric)), default=0)
+
+    trainer = Trainer(cfg)
+    if resume_dir is not None and (resume_dir / CHECKPOINT_FILE).is_file():
+        trainer.load_checkpoint(resume_dir)
+    if not info.data.params:
+        run.log_params({**cfg.flat(), "num_parameters": trainer.num_parameters})
+        run.log_dict(cfg.to_dict(), "run_config.json")
+        run.log_metrics(trainer.baseline_sdr(), step=0)
+    run.set_tags({"sepray.model": cfg.model_name, "sepray.num_parameters": trainer.num_parameters})
+    base["owner"] = True
+    try:
+        while not trainer.finished:
+            if trainer.epoch > start_epoch and _stopped(run):
+                return  # ASHA stopped this trial and the driver closed its run
+            result = {**trainer.train_epoch(), **trainer.validate(), "epoch": trainer.epoch}
+            result["train_seconds"] = trainer.train_seconds
+            if trainer.epoch > logged:
+                run.log_metrics(result, step=trainer.epoch)
+            with tempfile.TemporaryDirectory(prefix="sepray-ckpt-") as tmp:
+                trainer.save_checkpoint(tmp)
+                state = {"run_id": run.run_id, "signature": sig, "trial_id": trial_id, "epoch": trainer.epoch}
+                Path(tmp, TRIAL_FILE).write_text(json.dumps(state))
+                if trainer.finished:
+                    finish_child_run(run, trainer, sweep)
+                report({**result, **base, "done_epochs": trainer.epoch}, Path(tmp))
+    except BaseException as exc:
+        if not isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            run.set_tags({"sepray.last_error": f"{type(exc).__name__}: {exc}"[:500]})
+        raise
+
+
+def _stopped(run: tracking.Run) -> bool:
+    info = run.info()
+    return info.info.status != "RUNNING" and info.data.tags.get(OUTCOME) == "stopped_early"
+
+
+def claim_child_run(exp: str, parent: str, sig: str, trial_id: str, uri: str, cfg) -> tuple[Any, Any]:
+    """Find or create this configuration's child run -> (Run to train into, None) or (None, owner's run).
+
+    * a child this trial created (a retry or a resumed sweep): reattach it;
+    * a child of another trial that finished or was stopped early: reuse it (no second training);
+    * a child of another trial that is still running: wait for it, then reuse it;
+    * a child whose trial failed or was interrupted for good: take it over and train;
+    * none: create one, then check that no concurrent trial created the same one first (oldest wins).
+    """
+    waited = 0.0
+    while True:
+        kids = tracking.child_runs(exp, parent, uri, signature=sig)
+        mine = [k for k in kids if k.data.tags.get("sepray.trial_id") == trial_id]
+        if mine:
+            run = tracking.attach_run(mine[0].info.run_id, uri, reopen=mine[0].info.status != "FINISHED")
+            if mine[0].info.status != "FINISHED":
+                run.set_tags({OUTCOME: "running"})
+            return run, None
+        if kids:
+            owner = kids[0]
+            status, outcome = owner.info.status, owner.data.tags.get(OUTCOME)
+            if status == "FINISHED" or (status == "KILLED" and outcome == "stopped_early"):
+                return None, owner
+            if status == "RUNNING" and waited < WAIT_LIMIT_S:
+                time.sleep(WAIT_POLL_S)
+                waited += WAIT_POLL_S
+                continue
+            run = tracking.attach_run(owner.info.run_id, uri, reopen=True)  # failed or interrupted: take over
+            run.set_tags(
+                {"sepray.trial_id": trial_id, "sepray.previous_trial_id": owner.data.tags.get("sepray.trial_id"),
+                 OUTCOME: "running"}
+            )
+            return run, None
+        run = tracking.start_run(
+            exp,
+            run_name=f"{cfg.model_name}-{sig}",
+            tags={
+                "sepray.signature": sig,
+                "sepray.trial_id": trial_id,
+                "sepray.kind": "trial",
+                "sepray.model": cfg.model_name,
+                OUTCOME: "running",
+            },
+            parent_run_id=parent,
+            uri=uri,
+        )
+        kids = tracking.child_runs(exp, parent, uri, signature=sig)
+        if kids and kids[0].info.run_id != run.run_id:  # a concurrent trial created it first
+            tracking.delete_run(run.run_id, uri)
+            continue
+        return run, None
+
+
+def replay(owner, metric: str, start_epoch: int, base: dict[str, Any], uri: str, report) -> None:
+    """Report another run's per-epoch ``metric`` (epochs after ``start_epoch``) as this trial's results."""
+    run = tracking.Run(owner.info.run_id, uri)
+    history: dict[int, float] = {}
+    for step, value in run.metric_history(metric):
+        if step >= 1:
+            history[step] = value
+    extra = {"reused": True, "owner_trial_id": owner.data.tags.get("sepray.trial_id", ""), "owner": False}
+    if not history:
+        report({metric: float("nan"), "epoch": 0, **base, **extra}, None)
+        return
+    for step in sorted(history):
+        if step > start_epoch:
+            report({metric: history[step], "epoch": step, "done_epochs": step, **base, **extra}, None)
+
+
+def finish_child_run(run: tracking.Run, trainer, sweep: dict[str, Any]) -> None:
+    """Log the model package, an audio excerpt and spectrograms, then mark the run FINISHED."""
+    from sepray.train import log_package
+
+    log_package(run, trainer)
+    try:
+        log_excerpt(run, trainer, sweep["excerpt_seconds"])
+    except Exception as exc:  # an excerpt is for people to listen to; it must not fail the trial
+        run.set_tags({"sepray.excerpt_error": f"{type(exc).__name__}: {exc}"[:500]})
+    run.set_tags({OUTCOME: "finished", "sepray.epochs": trainer.epoch, "sepray.train_seconds": round(trainer.train_seconds, 1)})
+    run.end("FINISHED")
+
+
+def log_excerpt(run: tracking.Run, trainer, seconds: float) -> None:
+    """``excerpt/``: mixture, estimate and reference WAVs of a few seconds of a validation song + spectrograms."""
+    import torch
+
+    from sepray.audio import write_audio
+    from sepray.separate import separate_tensor
+
+    songs = trainer.splits.get("valid") or trainer.splits.get("test") or trainer.splits["train"]
+    song = songs[0]
+    sr = trainer.sample_rate
+    n = min(song.mix.shape[-1], max(1, round(seconds * sr)))
+    vocals = song.sources.get("vocals", song.mix)
+    energy = vocals.pow(2).mean(0)
+    hop = max(1, sr // 4)
+    starts = list(range(0, song.mix.shape[-1] - n + 1, hop)) or [0]
+    start = max(starts, key=lambda s: float(energy[s : s + n].sum()))
+    mix = song.mix[..., start : start + n]
+    trainer.model.eval()
+    with torch.no_grad():
+        est = separate_tensor(trainer.model, mix, seconds + 1.0, sr, trainer.device)
+    tracks = {"mixture": mix}
+    for name in trainer.sources:
+        tracks[f"{name}_estimate"] = est[name]
+        tracks[f"{name}_reference"] = song.sources[name][..., start : start + n]
+    with tempfile.TemporaryDirectory(prefix="sepray-excerpt-") as tmp:
+        for name, audio in tracks.items():
+            write_audio(Path(tmp) / f"{name}.wav", audio, sr)
+        run.log_artifacts(tmp, "excerpt")
+    run.log_figure(spectrogram_figure(tracks, sr, f"{song.name} @ {start / sr:.1f} s"), "excerpt/spectrograms.png")
+
+
+def spectrogram_figure(tracks: dict[str, Any], sample_rate: int, title: str):
+    """One log-magnitude spectrogram per track (first channel), stacked vertically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import torch
+
+    n_fft = 512 if sample_rate <= 22050 else 1024
+    fig, axes = plt.subplots(len(tracks), 1, figsize=(8, 1.6 * len(tracks)), sharex=True, squeeze=False)
+    for ax, (name, audio) in zip(axes[:, 0], tracks.items(), strict=True):
+        x = audio[0].float()
+        spec = torch.stft(x, n_fft, n_fft // 4, window=torch.hann_window(n_fft), return_complex=True).abs()
+        db = 20 * torch.log10(spec + 1e-5)
+        duration = x.shape[-1] / sample_rate
+        ax.imshow(
+            db.numpy(), origin="lower", aspect="auto", cmap="magma", vmin=float(db.max()) - 80, vmax=float(db.max()),
+            extent=(0.0, duration, 0.0, sample_rate / 2000),
+        )
+        ax.set_ylabel("kHz")
+        ax.set_title(name, fontsize=9, loc="left")
+    axes[-1, 0].set_xlabel("seconds")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    plt.close(fig)
+    return fig
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the driver side
+
+
+class ChildRunCloser(Callback):
+    """Closes the MLflow child run of a trial Tune stops (ASHA, time budget) or gives up on (picklable)."""
+
+    def __init__(self, experiment: str, parent_run_id: str, uri: str):
+        self.experiment = experiment
+        self.parent_run_id = parent_run_id
+        self.uri = uri
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._close(trial, "KILLED", "stopped_early")
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._close(trial, "FAILED", "failed")
+
+    def _close(self, trial, status: str, outcome: str) -> None:
+        try:
+            runs = tracking.child_runs(self.experiment, self.parent_run_id, self.uri, trial_id=trial.trial_id)
+            for r in runs:
+                if r.info.status == "RUNNING":
+                    run = tracking.Run(r.info.run_id, self.uri)
+                    run.set_tags({OUTCOME: outcome, "sepray.epochs": (trial.last_result or {}).get("done_epochs", 0)})
+                    run.end(status)
+        except Exception as exc:  # never break the sweep over bookkeeping; close_orphans runs at the end
+            print(f"sepray: could not close the MLflow run of trial {trial.trial_id}: {exc}", file=sys.stderr)
+
+
+def close_orphans(experiment: str, parent_run_id: str, uri: str, outcome: str, status: str = "KILLED") -> int:
+    """Close child runs still RUNNING (no trial is alive to finish them); returns how many."""
+    count = 0
+    for r in tracking.child_runs(experiment, parent_run_id, uri):
+        if r.info.status == "RUNNING":
+            run = tracking.Run(r.info.run_id, uri)
+            run.set_tags({OUTCOME: outcome})
+            run.end(status)
+            count += 1
+    return count
+
+
+def build_tuner_parts(spec: SweepSpec, sweep: dict[str, Any]) -> dict[str, Any]:
+    """The trainable, param space, TuneConfig and RunConfig of a sweep (also used by tests)."""
+    import optuna
+
+    trainable = tune.with_resources(
+        tune.with_parameters(train_trial, sweep=sweep),
+        {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu},
+    )
+    search_alg = None
+    param_space: dict[str, Any] = {}
+    max_concurrent_trials = None
+    if spec.search.algorithm == "grid":
+        param_space = {GRID_KEY: tune.grid_search(grid_points(spec))}
+        max_concurrent_trials = spec.search.max_concurrent
+        num_samples = 1
+    else:
+        if spec.search.algorithm == "random":
+            sampler = optuna.samplers.RandomSampler(seed=spec.search.seed)
+        else:
+            kwargs = {} if spec.search.startup_trials is None else {"n_startup_trials": spec.search.startup_trials}
+            sampler = optuna.samplers.TPESampler(seed=spec.search.seed, **kwargs)
+        searcher = OptunaSearch(space=spec.space(), metric=spec.metric, mode=spec.mode, sampler=sampler)
+        search_alg = ConcurrencyLimiter(searcher, max_concurrent=spec.search.max_concurrent)
+        num_samples = spec.num_samples
+    scheduler = None
+    if spec.scheduler.type == "asha":
+        scheduler = ASHAScheduler(
+            time_attr="training_iteration",
+            metric=spec.metric,
+            mode=spec.mode,
+            max_t=spec.epochs,
+            grace_period=min(spec.scheduler.grace_period, spec.epochs),
+            reduction_factor=spec.scheduler.reduction_factor,
+        )
+    namer = TrialNamer(sweep)
+    tune_config = tune.TuneConfig(
+        search_alg=search_alg,
+        scheduler=scheduler,
+        num_samples=num_samples,
+        max_concurrent_trials=max_concurrent_trials,
+        time_budget_s=spec.budget.sweep_seconds,
+        trial_name_creator=namer,
+        trial_dirname_creator=namer,
+    )
+    run_config = tune.RunConfig(
+        name=spec.name,
+        storage_path=storage_path(spec),
+        failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+        checkpoint_config=tune.CheckpointConfig(
+            num_to_keep=spec.keep_checkpoints,
+            checkpoint_score_attribute=spec.metric,
+            checkpoint_score_order=spec.mode,
+        ),
+        callbacks=[ChildRunCloser(spec.name, sweep["parent_run_id"], sweep["uri"])],
+        verbose=1,
+    )
+    return {"trainable": trainable, "param_space": param_space, "tune_config": tune_config, "run_config": run_config}
+
+
+def storage_path(spec: SweepSpec) -> str:
+    return spec.storage if "://" in spec.storage else str(Path(spec.storage).expanduser().resolve())
+
+
+def experiment_dir(spec: SweepSpec) -> Path | None:
+    """The local Ray experiment folder (None for remote storage URIs)."""
+    return None if "://" in spec.storage else Path(storage_path(spec)) / spec.name
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
+            cwd=Path(sepray.__file__).resolve().parent,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def start_parent_run(spec: SweepSpec, uri: str, spec_path: str | None) -> tracking.Run:
+    """The sweep's parent run: spec, search space, versions, git commit."""
+    import optuna
+
+    tags = {
+        "sepray.kind": "sweep",
+        "sepray.sweep": spec.name,
+        "sepray.version": sepray.__version__,
+        "ray.version": ray.__version__,
+        "optuna.version": optuna.__version__,
+        "python.version": platform.python_version(),
+        "sepray.smoke_test": spec.smoke_test,
+    }
+    commit = git_commit()
+    if commit:
+        tags["git.commit"] = commit
+    if spec.description:
+        tags["mlflow.note.content"] = spec.description
+    run = tracking.start_run(spec.name, run_name=f"sweep-{spec.name}", tags=tags, uri=uri)
+    run.log_params(
+        {
+            "algorithm": spec.search.algorithm,
+            "num_samples": spec.num_samples,
+            "max_concurrent": spec.search.max_concurrent,
+            "seed": spec.search.seed,
+            "scheduler": json.dumps(dataclasses.asdict(spec.scheduler)),
+            "metric": spec.metric,
+            "mode": spec.mode,
+            "select": spec.select,
+            "top_k": spec.top_k,
+            "epochs_per_trial": spec.epochs,
+            "steps_per_epoch": spec.fixed["train"].get("steps_per_epoch"),
+            "resources": json.dumps(dataclasses.asdict(spec.resources)),
+            "searched": ",".join(p.key for p in spec.params),
+        }
+    )
+    run.log_dict(spec.raw, "sweep_spec.json")
+    run.log_dict(spec.describe_space(), "search_space.json")
+    if spec_path and Path(spec_path).is_file():
+        run.log_artifact(spec_path)
+    return run
+
+
+def _prepare_data(spec: SweepSpec) -> None:
+    """Generate the synthetic corpus once in the driver, so trials do not wait on each other to build it."""
+    from sepray.data import ensure_synthetic_corpus
+
+    cfg = spec.resolve_trial({})
+    if cfg.data.path is None:
+        ensure_synthetic_corpus(cfg.data)
+
+
+def run_sweep(
+    spec_path: str,
+    overrides=(),
+    smoke_test: bool = False,
+    resume: bool = False,
+    address: str | None = None,
+    num_cpus: int | None = None,
+    log=print,
+) -> dict[str, Any]:
+    """Run (or resume) a sweep; returns {"parent_run_id", "best_run_id", "leaderboard", ...}."""
+    from sepray import leaderboard
+
+    spec = load_spec(spec_path, overrides, smoke_test)
+    exp_dir = experiment_dir(spec)
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "5")  # save the experiment state often: --resume loses less
+    if resume:
+        state_path = exp_dir / STATE_FILE if exp_dir else None
+        if state_path is None or not state_path.is_file():
+            raise SweepError(f"{spec.label}: no sweep {spec.name!r} to resume in {storage_path(spec)}")
+        state = json.loads(state_path.read_text())
+        if state["spec"] != json.loads(json.dumps(spec.raw, default=str)):
+            raise SweepError(
+                f"{spec.label}: the spec (with --set / --smoke-test) differs from the one sweep {spec.name!r} "
+                "started with; resume with the same arguments"
+            )
+        uri = state["uri"]
+        parent = tracking.attach_run(state["parent_run_id"], uri, reopen=True)
+        interrupted = close_orphans(spec.name, parent.run_id, uri, "interrupted")
+        log(f"resuming sweep {spec.name} (parent run {parent.run_id}); {interrupted} interrupted trial run(s)")
+    else:
+        uri = tracking.tracking_uri()
+        tracking.ensure_experiment(spec.name, uri)
+        if exp_dir is not None and exp_dir.exists():
+            aside = exp_dir.with_name(f"{exp_dir.name}.{datetime.now():%Y%m%d-%H%M%S}")
+            exp_dir.rename(aside)
+            log(f"moved the previous results of sweep {spec.name} to {aside} (use --resume to continue a sweep)")
+        parent = start_parent_run(spec, uri, spec_path)
+        if exp_dir is not None:
+            exp_dir.mkdir(parents=True, exist_ok=True)
+            state = {"parent_run_id": parent.run_id, "uri": uri, "spec": json.loads(json.dumps(spec.raw, default=str))}
+            (exp_dir / STATE_FILE).write_text(json.dumps(state, indent=2))
+        log(f"sweep {spec.name}: parent run {parent.run_id}; MLflow store {uri}")
+    sweep = sweep_context(spec, uri, parent.run_id)
+    started = time.time()
+    try:
+        _prepare_data(spec)
+        _init_ray(address, num_cpus)
+        parts = build_tuner_parts(spec, sweep)
+        if resume:
+            tuner = tune.Tuner.restore(
+                str(exp_dir) if exp_dir else f"{storage_path(spec).rstrip('/')}/{spec.name}",
+                trainable=parts["trainable"],
+                param_space=parts["param_space"] or None,
+                resume_unfinished=True,
+                resume_errored=True,
+            )
+        else:
+            tuner = tune.Tuner(
+                parts["trainable"],
+                param_space=parts["param_space"],
+                tune_config=parts["tune_config"],
+                run_config=parts["run_config"],
+            )
+        results = tuner.fit()
+        trials = [
+            {
+                "trial_id": r.metrics.get("trial_id") if r.metrics else None,
+                "error": r.error is not None,
+                **{k: (r.metrics or {}).get(k) for k in ("signature", "mlflow_run_id", "done_epochs", "reused")},
+            }
+            for r in results
+        ]
+        close_orphans(spec.name, parent.run_id, uri, "stopped_early")
+        parent.log_metrics({"sweep_seconds": time.time() - started}, step=int(resume))
+        if exp_dir is not None:
+            (exp_dir / "sepray_trials.json").write_text(json.dumps(trials, indent=2))
+        outcome = leaderboard.finish_sweep(spec, parent, uri, log=log)
+        parent.end("FINISHED")
+    except BaseException:
+        parent.set_tags({"sepray.sweep_status": "interrupted"})
+        raise
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+    return {"parent_run_id": parent.run_id, "trials": trials, **outcome}
+
+
+def _init_ray(address: str | None, num_cpus: int | None) -> None:
+    if ray.is_initialized():
+        return
+    if address is None:
+        # a fresh local instance, never a cluster that happens to run on this machine
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=True)
+    else:
+        ray.init(address=address, log_to_driver=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python sweeps/run.py SPEC.yaml [--address auto|HOST:PORT] [--resume] [--smoke-test] [--set k=v]``."""
+    import argparse
+
+    from sepray.config import ConfigError
+
+    parser = argparse.ArgumentParser(
+        prog="sweeps/run.py",
+        description="Run a sweep spec on Ray Tune (local Ray unless --address), tracked in MLflow.",
+    )
+    parser.add_argument("spec", help="sweep spec YAML, e.g. sweeps/quickstart.yaml")
+    parser.add_argument("--address", default=None, help="join a Ray cluster: auto or HOST:PORT (default: local Ray)")
+    parser.add_argument("--resume", action="store_true", help="continue an interrupted sweep of this spec")
+    parser.add_argument("--smoke-test", action="store_true", help="tiny budget that exercises everything")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a spec key")
+    parser.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray instance (default: all)")
+    args = parser.parse_args(argv)
+    try:
+        outcome = run_sweep(
+            args.spec, args.set, smoke_test=args.smoke_test, resume=args.resume, address=args.address,
+            num_cpus=args.num_cpus,
+        )
+    except (SpecError, ConfigError, SweepError, tracking.TrackingError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0 if outcome.get("best_run_id") else 1
+
+
+__all__ = [
+    "ChildRunCloser",
+    "SweepError",
+    "build_tuner_parts",
+    "claim_child_run",
+    "main",
+    "run_sweep",
+    "run_trial",
+    "train_trial",
+]

@@ -1,0 +1,41 @@
+"""Shared test fixtures: an isolated cache, the shared MUSDB excerpt, tiny configs, a GPU skip marker."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+import torch
+
+# One synthetic-corpus / decoded-audio cache per test session (subprocesses inherit it).
+os.environ.setdefault("SEPRAY_CACHE", tempfile.mkdtemp(prefix="sepray-test-cache-"))
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+MUSDB_SAMPLE = SHARED_DATA / "musdb18hq-sample"
+
+requires_cuda = pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="CUDA is not available on this machine: GPU path not exercised"
+)
+
+
+@pytest.fixture
+def musdb_sample() -> Path:
+    if not MUSDB_SAMPLE.is_dir():
+        pytest.skip(f"shared MUSDB excerpt not found at {MUSDB_SAMPLE}")
+    return MUSDB_SAMPLE
+
+
+@pytest.fixture
+def musdb_track(musdb_sample: Path) -> Path:
+    return next((musdb_sample / "train").iterdir())
+
+
+@pytest.fixture
+def mlflow_uri(tmp_path: Path, monkeypatch) -> str:
+    """A fresh sqlite MLflow store for one test (also exported for subprocesses)."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    return uri

@@ -1,0 +1,209 @@
+"""The README's single-model loop, really run: data synth -> train -> evaluate -> separate -> score,
+with real WAV files, a real sqlite MLflow store and the `sepray` command in subprocesses."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+
+from sepray import tracking
+
+TINY = [
+    "--set",
+    "model.levels=3",
+    "--set",
+    "model.channels=4",
+    "--set",
+    "model.down_kernel=5",
+    "--set",
+    "model.up_kernel=3",
+    "--set",
+    "train.epochs=2",
+    "--set",
+    "train.steps_per_epoch=3",
+    "--set",
+    "train.batch_size=2",
+    "--set",
+    "train.segment_seconds=0.25",
+    "--set",
+    "train.valid_crops=2",
+    "--set",
+    "train.valid_seconds=0.5",
+    "--set",
+    "data.sample_rate=8000",
+]
+
+
+def sepray(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run(
+        [sys.executable, "-m", "sepray", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"sepray {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """Synthesize a corpus, train the small Wave-U-Net preset (shrunk) on it; return (workdir, run_id, corpus)."""
+    work = tmp_path_factory.mktemp("flow")
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{work / 'mlflow.db'}"
+    corpus = work / "corpus"
+    sepray("data", "synth", str(corpus), "--songs", "4", "--seconds", "5", "--seed", "3", cwd=work)
+    proc = sepray("train", "waveunet-small", "--set", f"data.path={corpus}", *TINY, cwd=work)
+    run_id = proc.stdout.strip().splitlines()[-1]
+    yield work, run_id, corpus
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+
+
+def test_synth_writes_ccmixter_layout(trained):
+    _, _, corpus = trained
+    songs = sorted(p for p in corpus.iterdir() if p.is_dir())
+    assert len(songs) == 4
+    for song in songs:
+        assert {"mix.wav", "source-01.wav", "source-02.wav", "meta.json"} <= {p.name for p in song.iterdir()}
+
+
+def test_train_logs_params_metrics_and_package(trained):
+    work, run_id, _ = trained
+    run = tracking.get_run(run_id, f"sqlite:///{work / 'mlflow.db'}")
+    assert run.info.status == "FINISHED"
+    assert run.data.params["model.levels"] == "3"
+    assert "valid_sdr_vocals" in run.data.metrics and "train_loss" in run.data.metrics
+    history = tracking.Run(run_id, f"sqlite:///{work / 'mlflow.db'}").metric_history("valid_sdr")
+    assert [s for s, _ in history] == [1, 2]
+    pkg = tracking.download_package(run_id, work / "dl", f"sqlite:///{work / 'mlflow.db'}")
+    meta = json.loads((pkg / "config.json").read_text())
+    assert meta["model"] == "waveunet" and meta["sample_rate"] == 8000
+    assert (work / "runs" / run_id / "checkpoint.pt").is_file()
+
+
+def test_evaluate_logs_test_sdr(trained):
+    work, run_id, _ = trained
+    proc = sepray("evaluate", "--run-id", run_id, cwd=work)
+    assert "median over songs" in proc.stdout and "museval" in proc.stdout
+    run = tracking.get_run(run_id, f"sqlite:///{work / 'mlflow.db'}")
+    for key in (
+        "test_sdr_vocals",
+        "test_sdr_accompaniment",
+        "test_sdr_mix_vocals",
+        "test_sdr_halfmix_vocals",
+    ):
+        assert key in run.data.metrics
+
+
+def test_separate_real_musdb_excerpt_then_score(trained, musdb_track, tmp_path):
+    work, run_id, _ = trained
+    mixture = musdb_track / "mixture.wav"
+    out = tmp_path / "sep"
+    proc = sepray("separate", "--run-id", run_id, str(mixture), "-o", str(out), cwd=work)
+    song_dir = out / "mixture"
+    assert proc.stdout.strip().endswith(str(song_dir))
+    info_in = sf.info(str(mixture))
+    for name in ("vocals", "accompaniment"):
+        info = sf.info(str(song_dir / f"{name}.wav"))
+        assert (info.samplerate, info.channels, info.frames) == (
+            info_in.samplerate,
+            info_in.channels,
+            info_in.frames,
+        )
+    # score the estimates against the excerpt's stems
+    ref = tmp_path / "ref" / "mixture"
+    ref.mkdir(parents=True)
+    (ref / "vocals.wav").symlink_to(musdb_track / "vocals.wav")
+    proc = sepray("score", str(tmp_path / "ref"), str(out), "--json", str(tmp_path / "s.json"), cwd=work)
+    result = json.loads((tmp_path / "s.json").read_text())
+    assert set(result["songs"]["mixture"]) == {"vocals"}
+    assert "frames" in result["songs"]["mixture"]["vocals"]
+
+
+def test_resume_continues_an_interrupted_run(trained, tmp_path):
+    from sepray.config import load_config
+    from sepray.train import train_run
+
+    work, _, corpus = trained
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cfg = load_config("waveunet-small", [f"data.path={corpus}", *TINY[1::2]])
+
+    def interrupt_after_first_epoch(msg: str) -> None:
+        if msg.startswith("epoch 1/"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_run(cfg, checkpoint_root=tmp_path / "runs", uri=uri, log=interrupt_after_first_epoch)
+    (run,) = tracking.find_runs("sepray", uri=uri)
+    assert run.info.status == "KILLED"
+    result = train_run(
+        None, checkpoint_root=tmp_path / "runs", resume_run_id=run.info.run_id, uri=uri, log=lambda m: None
+    )
+    assert result.run_id == run.info.run_id
+    runs = tracking.find_runs("sepray", uri=uri)
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    steps = [s for s, _ in tracking.Run(result.run_id, uri).metric_history("valid_sdr")]
+    assert steps == [1, 2]
+
+
+@pytest.mark.parametrize(
+    "make_input, needle",
+    [
+        (lambda d: d / "missing.wav", "missing.wav: no such file"),
+        (lambda d: _write(d / "garbage.wav", b"RIFF not really a wav"), "garbage.wav: cannot read audio"),
+        (lambda d: _write(d / "notes.txt", b"hello"), "notes.txt: cannot read audio"),
+        (lambda d: _empty_wav(d / "empty.wav"), "empty.wav: empty audio file"),
+    ],
+)
+def test_separate_bad_input_is_one_line_and_writes_nothing(trained, tmp_path, make_input, needle):
+    work, run_id, _ = trained
+    good = tmp_path / "good.wav"
+    sf.write(str(good), [0.0] * 800, 8000)
+    bad = make_input(tmp_path)
+    out = tmp_path / "out"
+    proc = sepray("separate", "--run-id", run_id, str(good), str(bad), "-o", str(out), cwd=work, check=False)
+    assert proc.returncode == 2
+    assert needle in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_separate_unknown_run_and_run_without_package(trained, tmp_path):
+    work, _, _ = trained
+    song = tmp_path / "song.wav"
+    sf.write(str(song), [0.0] * 800, 8000)
+    proc = sepray(
+        "separate",
+        "--run-id",
+        "0123456789abcdef",
+        str(song),
+        "-o",
+        str(tmp_path / "o"),
+        cwd=work,
+        check=False,
+    )
+    assert proc.returncode == 2 and "run 0123456789abcdef: no such MLflow run" in proc.stderr
+    bare = tracking.start_run("sepray", run_name="no-package", uri=f"sqlite:///{work / 'mlflow.db'}")
+    bare.end()
+    proc = sepray(
+        "separate", "--run-id", bare.run_id, str(song), "-o", str(tmp_path / "o"), cwd=work, check=False
+    )
+    assert proc.returncode == 2 and "has no model package" in proc.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+def _empty_wav(path: Path) -> Path:
+    sf.write(str(path), [], 8000, format="WAV")
+    return path
