@@ -57,6 +57,7 @@ def write_audio(
     os.close(fd)
     try:
         sf.write(tmp, data, sample_rate, subtype=subtype, format="WAV")
+        os.chmod(tmp, 0o644)  # mkstemp creates owner-only files; outputs are ordinary files
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -141,7 +141,9 @@ def format_leaderboard(rows: list[dict[str, Any]], spec) -> str:
     head += [f"test {s[:5]}" for s in SOURCES] + [_short_metric(spec.metric), "params", "train s", "searched"]
     lines = []
     for r in rows:
-        searched = " ".join(f"{p.key.split('.')[-1]}={r[p.key]}" for p in spec.params if r.get(p.key) not in ("", None))
+        searched = " ".join(
+            f"{p.key.split('.')[-1]}={_short_value(r[p.key])}" for p in spec.params if r.get(p.key) not in ("", None)
+        )
         cells = [
             f"{r['rank']}{'*' if r.get('best') else ''}",
             r["run_id"],
@@ -151,7 +153,7 @@ def format_leaderboard(rows: list[dict[str, Any]], spec) -> str:
             *(_num(r.get(f"test_sdr_{s}")) for s in SOURCES),
             _num(r.get(spec.metric)),
             _size(r.get("num_parameters")),
-            _num(r.get("train_seconds"), 0),
+            _num(r.get("train_seconds"), 1),
             searched,
         ]
         lines.append(cells)
@@ -173,6 +175,14 @@ def _rank_key(row: dict[str, Any], spec) -> tuple:
     val = float(val) if _finite(val) else float("-inf") if spec.mode == "max" else float("inf")
     sign = -1.0 if spec.mode == "max" else 1.0
     return (0 if math.isfinite(sel) else 1, -sel if math.isfinite(sel) else 0.0, sign * val)
+
+
+def _short_value(value) -> str:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    return str(value) if number.is_integer() and "." not in str(value) else f"{number:.4g}"
 
 
 def _short_metric(metric: str) -> str:

@@ -102,7 +102,9 @@ def sdr_frames(
     return sdr
 
 
-def frame_bounds(length: int, sample_rate: int, window: float = 1.0, hop: float = 1.0) -> tuple:
+def frame_bounds(
+    length: int, sample_rate: int, window: float = 1.0, hop: float = 1.0
+) -> tuple[np.ndarray, np.ndarray]:
     """museval's framing of ``length`` samples -> (starts, stops), int64 arrays (frames,), stop exclusive.
 
     Window and hop are in seconds; see `sdr_frames` for the rule. Raises ValueError when either is shorter

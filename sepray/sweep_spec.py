@@ -114,9 +114,9 @@ class Scheduler:
 
     def __post_init__(self) -> None:
         if self.type not in ("asha", "none"):
-            raise ValueError(f"type must be asha or none, got {self.type!r}")
+            raise ValueError(f"type: must be asha or none, got {self.type!r}")
         if self.grace_period < 1 or self.reduction_factor <= 1:
-            raise ValueError("need grace_period >= 1 and reduction_factor > 1")
+            raise ValueError("grace_period: need grace_period >= 1 and reduction_factor > 1")
 
 
 @dataclass(frozen=True)
@@ -126,7 +126,7 @@ class Resources:
 
     def __post_init__(self) -> None:
         if self.cpu < 0 or self.gpu < 0 or (self.cpu == 0 and self.gpu == 0):
-            raise ValueError("cpu and gpu must be >= 0 and not both 0")
+            raise ValueError("cpu: cpu and gpu must be >= 0 and not both 0")
 
 
 @dataclass(frozen=True)
@@ -140,11 +140,11 @@ class Budget:
         for name in ("epochs", "steps_per_epoch"):
             value = getattr(self, name)
             if value is not None and value < 1:
-                raise ValueError(f"{name} must be >= 1, got {value}")
+                raise ValueError(f"{name}: must be >= 1, got {value}")
         for name in ("trial_seconds", "sweep_seconds"):
             value = getattr(self, name)
             if value is not None and value <= 0:
-                raise ValueError(f"{name} must be > 0, got {value}")
+                raise ValueError(f"{name}: must be > 0, got {value}")
 
 
 @dataclass(frozen=True)
@@ -158,13 +158,13 @@ class Search:
 
     def __post_init__(self) -> None:
         if self.algorithm not in ALGORITHMS:
-            raise ValueError(f"algorithm must be one of {list(ALGORITHMS)}, got {self.algorithm!r}")
+            raise ValueError(f"algorithm: must be one of {list(ALGORITHMS)}, got {self.algorithm!r}")
         if self.num_samples is not None and self.num_samples < 1:
-            raise ValueError(f"num_samples must be >= 1, got {self.num_samples}")
+            raise ValueError(f"num_samples: must be >= 1, got {self.num_samples}")
         if self.max_concurrent < 1:
-            raise ValueError(f"max_concurrent must be >= 1, got {self.max_concurrent}")
+            raise ValueError(f"max_concurrent: must be >= 1, got {self.max_concurrent}")
         if self.startup_trials is not None and self.startup_trials < 0:
-            raise ValueError("startup_trials must be >= 0")
+            raise ValueError("startup_trials: must be >= 0")
 
 
 TOP_KEYS = {
@@ -304,7 +304,12 @@ def parse_spec(raw: Any, label: str = "spec", overrides=(), smoke_test: bool = F
         except yaml.YAMLError:
             value = text
         set_spec_key(raw, key.strip(), value, f"--set {key.strip()}")
-    spec = _parse(raw, label)
+    try:
+        spec = _parse(raw, label)
+    except SpecError:
+        raise
+    except ConfigError as exc:
+        raise SpecError(str(exc)) from None
     return dataclasses.replace(spec, smoke_test=smoke_test, raw=raw)
 
 
@@ -350,15 +355,15 @@ def _parse(raw: dict[str, Any], label: str) -> SweepSpec:
     search_raw = raw.get("search") or {}
     if not isinstance(search_raw, dict):
         raise SpecError(f"{label}: search: expected a mapping")
-    search = build_dataclass(Search, search_raw, f"{label}: search")
+    search = _build(Search, search_raw, f"{label}: search")
     if not isinstance(search.params, dict):
         raise SpecError(f"{label}: search.params: expected a mapping of dotted config keys")
     scheduler_raw = raw.get("scheduler", "asha")
     if isinstance(scheduler_raw, str):
         scheduler_raw = {"type": scheduler_raw}
-    scheduler = build_dataclass(Scheduler, scheduler_raw or {"type": "none"}, f"{label}: scheduler")
-    resources = build_dataclass(Resources, raw.get("resources") or {}, f"{label}: resources")
-    budget = build_dataclass(Budget, raw.get("budget") or {}, f"{label}: budget")
+    scheduler = _build(Scheduler, scheduler_raw or {"type": "none"}, f"{label}: scheduler")
+    resources = _build(Resources, raw.get("resources") or {}, f"{label}: resources")
+    budget = _build(Budget, raw.get("budget") or {}, f"{label}: budget")
 
     target = _typed(raw, "target", str, "vocals", label)
     if target not in SOURCES:
@@ -453,6 +458,18 @@ def _parse(raw: dict[str, Any], label: str) -> SweepSpec:
     )
     _check_configurations(spec)
     return spec
+
+
+def _build(cls, values, where: str):
+    """build_dataclass, with a field named by ``__post_init__`` ("field: ...") moved into the YAML path."""
+    try:
+        return build_dataclass(cls, values, where)
+    except ConfigError as exc:
+        msg = str(exc)
+        head, _, rest = msg[len(where) + 2 :].partition(": ")
+        if msg.startswith(where + ": ") and head in {f.name for f in dataclasses.fields(cls)}:
+            msg = f"{where}.{head}: {rest}"
+        raise SpecError(msg) from None
 
 
 def _typed(raw: dict[str, Any], key: str, kind: type, default: Any, label: str) -> Any:

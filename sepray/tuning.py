@@ -267,6 +267,7 @@ def finish_child_run(run: tracking.Run, trainer, sweep: dict[str, Any]) -> None:
         log_excerpt(run, trainer, sweep["excerpt_seconds"])
     except Exception as exc:  # an excerpt is for people to listen to; it must not fail the trial
         run.set_tags({"sepray.excerpt_error": f"{type(exc).__name__}: {exc}"[:500]})
+    run.log_metrics({"completed": 1.0}, step=trainer.epoch)  # one point per completion: tests count them
     run.set_tags({OUTCOME: "finished", "sepray.epochs": trainer.epoch, "sepray.train_seconds": round(trainer.train_seconds, 1)})
     run.end("FINISHED")
 
@@ -413,6 +414,7 @@ def build_tuner_parts(spec: SweepSpec, sweep: dict[str, Any]) -> dict[str, Any]:
         num_samples=num_samples,
         max_concurrent_trials=max_concurrent_trials,
         time_budget_s=spec.budget.sweep_seconds,
+        reuse_actors=True,  # a finished trial's worker takes the next one: no second torch / mlflow import
         trial_name_creator=namer,
         trial_dirname_creator=namer,
     )
@@ -518,6 +520,7 @@ def run_sweep(
     spec = load_spec(spec_path, overrides, smoke_test)
     exp_dir = experiment_dir(spec)
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "5")  # save the experiment state often: --resume loses less
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     if resume:
         state_path = exp_dir / STATE_FILE if exp_dir else None
         if state_path is None or not state_path.is_file():

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -10,7 +12,9 @@ import pytest
 import torch
 
 # One synthetic-corpus / decoded-audio cache per test session (subprocesses inherit it).
-os.environ.setdefault("SEPRAY_CACHE", tempfile.mkdtemp(prefix="sepray-test-cache-"))
+if "SEPRAY_CACHE" not in os.environ:
+    os.environ["SEPRAY_CACHE"] = tempfile.mkdtemp(prefix="sepray-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["SEPRAY_CACHE"], ignore_errors=True)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"

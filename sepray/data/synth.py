@@ -27,24 +27,13 @@ import torch
 
 from sepray.audio import write_audio
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 1  # bump when the output changes: write_corpus then regenerates old songs
 CONTROL_RATE = 200  # Hz: rate of the vocal pitch / loudness / formant curves
 NOTE_NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
-MODES = {
-    "major": (0, 2, 4, 5, 7, 9, 11),
-    "minor": (0, 2, 3, 5, 7, 8, 10),
-    "dorian": (0, 2, 3, 5, 7, 9, 10),
-    "mixolydian": (0, 2, 4, 5, 7, 9, 10),
-}
-PROGRESSIONS = (
-    (0, 4, 5, 3),
-    (0, 5, 3, 4),
-    (0, 3, 4, 0),
-    (1, 4, 0, 5),
-    (0, 6, 5, 4),
-    (0, 5, 2, 6),
-    (5, 3, 0, 4),
-)
+# fmt: off
+MODES = {"major": (0, 2, 4, 5, 7, 9, 11), "minor": (0, 2, 3, 5, 7, 8, 10),
+         "dorian": (0, 2, 3, 5, 7, 9, 10), "mixolydian": (0, 2, 4, 5, 7, 9, 10)}
+PROGRESSIONS = ((0, 4, 5, 3), (0, 5, 3, 4), (0, 3, 4, 0), (1, 4, 0, 5), (0, 6, 5, 4), (0, 5, 2, 6), (5, 3, 0, 4))
 # Tenor vowel formants (Csound table): centre Hz, bandwidth Hz, level dB for F1..F5.
 VOWELS = {
     "a": ((650, 1080, 2650, 2900, 3250), (80, 90, 120, 130, 140), (0, -6, -7, -8, -22)),
@@ -54,27 +43,17 @@ VOWELS = {
     "u": ((350, 600, 2700, 2900, 3300), (40, 60, 100, 120, 120), (0, -20, -32, -28, -36)),
 }
 # Consonants and breath: noise band (Hz), duration range (s), level relative to the sung RMS.
-NOISES = {
-    "s": (4000, 7800, (0.06, 0.12), 0.35),
-    "sh": (1800, 4500, (0.06, 0.12), 0.3),
-    "f": (1200, 7000, (0.05, 0.10), 0.12),
-    "h": (500, 3000, (0.04, 0.08), 0.1),
-    "t": (2500, 7000, (0.01, 0.02), 0.5),
-    "k": (1200, 3200, (0.015, 0.03), 0.45),
-    "breath": (400, 2500, (0.2, 0.45), 0.08),
-}
+NOISES = {"s": (4000, 7800, (0.06, 0.12), 0.35), "sh": (1800, 4500, (0.06, 0.12), 0.3),
+          "f": (1200, 7000, (0.05, 0.10), 0.12), "h": (500, 3000, (0.04, 0.08), 0.1),
+          "t": (2500, 7000, (0.01, 0.02), 0.5), "k": (1200, 3200, (0.015, 0.03), 0.45),
+          "breath": (400, 2500, (0.2, 0.45), 0.08)}
 CONSONANTS = ("f", "h", "k", "s", "sh", "t")
 # 16-step grid, gate (fraction of the gap to the next onset), arpeggiated (one chord note per onset).
-PATTERNS = {
-    "hold": ("x...............", 1.0, False),
-    "strum4": ("x...x...x...x...", 0.95, False),
-    "strum8": ("x.x.x.x.x.x.x.x.", 0.9, False),
-    "rock": ("x..x..x...x.x...", 0.9, False),
-    "offbeat": ("..x...x...x...x.", 0.4, False),
-    "funk": ("x..x.x..x.xx.x..", 0.35, False),
-    "arp8": ("x.x.x.x.x.x.x.x.", 2.0, True),
-    "arp16": ("xxxxxxxxxxxxxxxx", 1.5, True),
-}
+PATTERNS = {"hold": ("x...............", 1.0, False), "strum4": ("x...x...x...x...", 0.95, False),
+            "strum8": ("x.x.x.x.x.x.x.x.", 0.9, False), "rock": ("x..x..x...x.x...", 0.9, False),
+            "offbeat": ("..x...x...x...x.", 0.4, False), "funk": ("x..x.x..x.xx.x..", 0.35, False),
+            "arp8": ("x.x.x.x.x.x.x.x.", 2.0, True), "arp16": ("xxxxxxxxxxxxxxxx", 1.5, True)}
+# fmt: on
 
 
 @dataclass(frozen=True)
@@ -237,11 +216,8 @@ def _write_song_folder(final: Path, song: SynthSong, expected: dict) -> None:
     tmp = final.parent / f".tmp-{final.name}-{os.getpid()}-{time.time_ns()}"
     tmp.mkdir()
     try:
-        for filename, audio in (
-            ("source-01.wav", song.accompaniment),
-            ("source-02.wav", song.vocals),
-            ("mix.wav", song.mix),
-        ):
+        files = {"source-01.wav": song.accompaniment, "source-02.wav": song.vocals, "mix.wav": song.mix}
+        for filename, audio in files.items():
             write_audio(tmp / filename, torch.from_numpy(audio), song.meta["sample_rate"])
         (tmp / "meta.json").write_text(json.dumps(song.meta, indent=2, sort_keys=True) + "\n")
         if _is_complete(final, expected):  # a concurrent writer finished the same song first
@@ -525,13 +501,14 @@ def _karplus_strong(rng, freq: float, n: int, sr: int, decay_s: float, brightnes
     smooth = np.convolve(excitation, np.ones(3) / 3, mode="same")
     y = np.zeros(n + delay + 1)
     y[: delay + 1] = brightness * excitation + (1 - brightness) * smooth
+    y[: delay + 1] -= y[: delay + 1].mean()  # no DC: it would decay slower than the tone
     for start in range(delay + 1, len(y), delay - 1):
         stop = min(start + delay - 1, len(y))
         back = slice(start - delay + 1, stop - delay + 1), slice(start - delay, stop - delay)
         y[start:stop] = gain * (
             taps[0] * y[back[0]] + taps[1] * y[back[1]] + taps[2] * y[start - delay - 1 : stop - delay - 1]
         )
-    return y[delay + 1 :] - np.mean(y[delay + 1 :])
+    return y[delay + 1 :]
 
 
 # -------- drums
@@ -546,8 +523,9 @@ def _drum_parts(rng, plan: _Plan, style: Style, n: int, sr: int) -> list[tuple]:
         track = np.zeros(n)
         for bar in range(0, plan.n_steps, 16):
             fill = name == "snare" and bar in last_bars and rng.random() < 0.5
-            for i, char in enumerate("x" if fill and i >= 12 else c for i, c in enumerate(grid)):
-                if char == "." or rng.random() < 0.04:
+            for i, char in enumerate(grid):
+                char = "x" if fill and i >= 12 else char  # a snare run into the next section
+                if char == "." or rng.random() < 0.04:  # the odd missed hit
                     continue
                 sample = samples["open" if char == "o" else name]
                 i0 = max(0, int((plan.time(bar + i) + rng.normal(0, 0.003)) * sr))
@@ -588,55 +566,31 @@ def _drum_samples(rng, sr: int):
 
 
 def _vocals(rng, plan: _Plan, n: int, sr: int) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Stereo dry vocals (lead and maybe a harmony a third above), the sung-sample mask, and meta."""
+    """Stereo dry vocals (zero outside sung sections), the sung-sample mask, and the singer's meta."""
     register = "high" if rng.random() < 0.5 else "low"
     low, high = (57, 79) if register == "high" else (46, 67)
-    singer = _singer(rng, 1.12 if register == "high" else 1.0)
-    song_end = n / sr
+    singer = {
+        "formant_scale": (1.12 if register == "high" else 1.0) * rng.uniform(0.94, 1.06),
+        "vibrato_rate_hz": rng.uniform(4.5, 6.8), "vibrato_depth_semitones": rng.uniform(0.1, 0.6),
+        "glide_ms": rng.uniform(40, 160), "vowel_transition_ms": rng.uniform(50, 130),
+        "breathiness": rng.uniform(0.05, 0.4), "tilt_hz": rng.uniform(150, 500), "tilt_power": rng.uniform(0.8, 1.5),
+    }  # fmt: skip
     sections = [
-        {"start": plan.time(s), "end": min(plan.time(e), song_end), "active": on}
-        for s, e, on in plan.sections
+        {"start": plan.time(s), "end": min(plan.time(e), n / sr), "active": on} for s, e, on in plan.sections
     ]
     meta = {"register": register, "range_midi": [low, high], "sections": sections, **singer}
-    if not any(on for *_, on in plan.sections):
-        meta.update(mode="none", notes=0, harmony=False)
-        return np.zeros((2, n)), np.zeros(n, bool), meta
-    notes = _melody(rng, plan, low, high)
     mask = np.zeros(n)
-    for s, e, on in plan.sections:
-        i0, i1 = int(plan.time(s) * sr), min(int(plan.time(e) * sr), n)
-        if on and i1 > i0:
-            mask[i0:i1] = _fade(np.ones(i1 - i0), int(0.015 * sr), int(0.015 * sr))
-    lead = _sing(rng, plan, notes, singer, n, sr)
-    stereo = _pan(lead, rng.uniform(-0.15, 0.15))
-    harmony = rng.random() < 0.3
-    if harmony:  # a diatonic third above, on some phrases, by a second (brighter) singer
-        starts = [i for i, note in enumerate(notes) if note.phrase_start] + [len(notes)]
-        chosen = [k for k in range(len(starts) - 1) if rng.random() < 0.6]
-        upper = [
-            _Note(**{**vars(note), "degree": note.degree + 2, "velocity": note.velocity * 0.8})
-            for k in chosen
-            for note in notes[starts[k] : starts[k + 1]]
-        ]
-        if upper:
-            second = _singer(rng, singer["formant_scale"] * 1.08)
-            stereo += 10 ** (rng.uniform(-9, -4) / 20) * _pan(_sing(rng, plan, upper, second, n, sr), 0.5)
-    mode = "full" if all(on for *_, on in plan.sections) else "sections"
-    meta.update(mode=mode, notes=len(notes), harmony=harmony)
-    return stereo * mask, mask > 0.5, meta
-
-
-def _singer(rng, formant_scale: float) -> dict:
-    return {
-        "formant_scale": formant_scale * rng.uniform(0.94, 1.06),
-        "vibrato_rate_hz": rng.uniform(4.5, 6.8),
-        "vibrato_depth_semitones": rng.uniform(0.1, 0.6),
-        "glide_ms": rng.uniform(40, 160),
-        "vowel_transition_ms": rng.uniform(50, 130),
-        "breathiness": rng.uniform(0.05, 0.4),
-        "tilt_hz": rng.uniform(150, 500),
-        "tilt_power": rng.uniform(0.8, 1.5),
-    }
+    for s in sections:
+        mask[int(s["start"] * sr) : int(s["end"] * sr)] = float(s["active"])
+    edges = np.flatnonzero(np.diff(mask, prepend=0, append=0))  # starts and ends of sung spans
+    for i0, i1 in zip(edges[::2], edges[1::2], strict=True):
+        _fade(mask[i0:i1], int(0.015 * sr), int(0.015 * sr))
+    if not mask.any():
+        meta.update(mode="none", notes=0)
+        return np.zeros((2, n)), mask > 0, meta
+    notes = _melody(rng, plan, low, high)
+    meta.update(mode="full" if all(s["active"] for s in sections) else "sections", notes=len(notes))
+    return _pan(_sing(rng, plan, notes, singer, n, sr) * mask, rng.uniform(-0.15, 0.15)), mask > 0.5, meta
 
 
 def _melody(rng, plan: _Plan, low: int, high: int) -> list[_Note]:
@@ -693,9 +647,8 @@ def _sing(rng, plan: _Plan, notes: list[_Note], singer: dict, n: int, sr: int) -
     dirichlet = np.where(safe, np.sin((whole + 0.5) * theta) / (2 * np.where(safe, half, 1)) - 0.5, whole)
     pulse = dirichlet + (harmonics - whole) * np.cos((whole + 1) * theta)
     glottal_noise = rng.standard_normal(n) * (0.5 + 0.5 * np.cos(theta)) ** 2  # pulse-synchronous
-    source = (pulse + singer["breathiness"] * np.sqrt(harmonics) * glottal_noise) * np.interp(
-        t, t_ctrl, loudness
-    )
+    amplitude = np.interp(t, t_ctrl, loudness)
+    source = (pulse + singer["breathiness"] * np.sqrt(harmonics) * glottal_noise) * amplitude
 
     def envelope(frame_times, freqs):  # (frames,) s, (bins,) Hz -> (frames, bins) filter gain
         f = freqs.astype(np.float32)[None, :, None]
@@ -718,13 +671,9 @@ def _vocal_controls(rng, plan: _Plan, notes: list[_Note], singer: dict, n_ctrl: 
     def idx(seconds: float) -> int:
         return min(int(seconds * cr), n_ctrl)
 
-    target, loudness, depth = (
-        np.full(n_ctrl, float(plan.midi(notes[0].degree))),
-        np.zeros(n_ctrl),
-        np.zeros(n_ctrl),
-    )
+    target = np.full(n_ctrl, float(plan.midi(notes[0].degree)))  # held between notes
+    loudness, depth, scoops = np.zeros(n_ctrl), np.zeros(n_ctrl), np.zeros(n_ctrl)
     vowel_tracks = np.zeros((n_ctrl, 3, 5)) + VOWELS[notes[0].vowel]  # (time, centre/width/level, formant)
-    scoops = np.zeros(n_ctrl)
     for note in notes:
         i0, i1 = idx(note.start), idx(note.end)
         if i1 <= i0:
@@ -742,11 +691,8 @@ def _vocal_controls(rng, plan: _Plan, notes: list[_Note], singer: dict, n_ctrl: 
     glide = np.hanning(max(3, int(singer["glide_ms"] / 1000 * cr)))
     pitch = np.convolve(np.pad(target, (len(glide) - 1, 0), mode="edge"), glide / glide.sum(), mode="valid")
     rate = singer["vibrato_rate_hz"] * (1 + 0.12 * _slow_noise(rng, n_ctrl, cr, 0.8))
-    depth = (
-        _smooth(depth, int(0.05 * cr))
-        * singer["vibrato_depth_semitones"]
-        * (1 + 0.3 * _slow_noise(rng, n_ctrl, cr, 1.0))
-    )
+    depth = _smooth(depth, int(0.05 * cr)) * singer["vibrato_depth_semitones"]
+    depth *= 1 + 0.3 * _slow_noise(rng, n_ctrl, cr, 1.0)
     vibrato = depth * np.sin(2 * np.pi * np.cumsum(rate) / cr)
     midi = pitch + scoops + vibrato + 0.08 * _slow_noise(rng, n_ctrl, cr, 0.5)
     vowel_tracks[:, 0] *= singer["formant_scale"]
@@ -774,7 +720,9 @@ def _noise_bursts(rng, bursts, n: int, sr: int) -> np.ndarray:
     out = np.zeros(n)
     for start, dur, kind in bursts:
         low, high, _, level = NOISES[kind]
-        high, i0, length = min(high, 0.48 * sr), max(0, int(start * sr)), max(8, int(dur * sr))
+        high = min(high, 0.48 * sr)
+        low = min(low, 0.5 * high)  # at low sample rates the band slides down below Nyquist
+        i0, length = max(0, int(start * sr)), max(8, int(dur * sr))
         length = min(length, n - i0)
         if length < 8:
             continue

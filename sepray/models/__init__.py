@@ -6,8 +6,8 @@ from typing import Any
 
 from sepray.models.base import Separator
 from sepray.models.stft_mask import STFTMask, STFTMaskConfig
-from sepray.models.waveunet import WaveUNet, WaveUNetConfig
 from sepray.models.wavenet import WaveNet, WaveNetConfig
+from sepray.models.waveunet import WaveUNet, WaveUNetConfig
 
 REGISTRY: dict[str, tuple[type, type[Separator]]] = {
     "wavenet": (WaveNetConfig, WaveNet),

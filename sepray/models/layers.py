@@ -23,10 +23,18 @@ ACTIVATIONS = ("gated", "relu")
 def pointwise(conv: nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
     """Apply a kernel-1 ``nn.Conv1d`` as one matrix product: (B, C_in, T) -> (B, C_out, T).
 
-    Same result as ``conv(x)``; on CPU a plain GEMM is about twice as fast as conv1d's 1x1 path.
+    Same result as ``conv(x)``; on CPU a batched GEMM is faster than conv1d's 1x1 path.
     """
-    y = torch.matmul(conv.weight[:, :, 0], x)
+    y = batched_matmul(conv.weight[:, :, 0], x)
     return y if conv.bias is None else y.add_(conv.bias[:, None])
+
+
+def batched_matmul(weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``weight (O, I)`` applied to every batch item of ``x (B, I, T)`` -> (B, O, T), contiguous.
+
+    ``torch.matmul`` would fold the batch into a transposed copy; an expanded ``bmm`` does not copy.
+    """
+    return torch.bmm(weight.expand(x.shape[0], -1, -1), x)
 
 
 class _ResidualLayerFunction(torch.autograd.Function):
@@ -57,7 +65,7 @@ class _ResidualLayerFunction(torch.autograd.Function):
             h = a.relu_()
         if res_weight is not None:
             left = (x.shape[-1] - h.shape[-1]) // 2
-            residual = torch.matmul(res_weight[:, :, 0], h).add_(res_bias[:, None])
+            residual = batched_matmul(res_weight[:, :, 0], h).add_(res_bias[:, None])
             residual += x[..., left : left + h.shape[-1]]
         else:
             residual = x.new_empty(0)
@@ -76,7 +84,7 @@ class _ResidualLayerFunction(torch.autograd.Function):
         channels = x.shape[1]
         need = ctx.needs_input_grad
         if res_weight is not None and grad_residual is not None:
-            grad_h = torch.matmul(res_weight[:, :, 0].t(), grad_residual)  # (B, C, T')
+            grad_h = batched_matmul(res_weight[:, :, 0].t(), grad_residual)  # (B, C, T')
         else:
             grad_h = torch.zeros_like(h)
         if skip_length and grad_skip is not None:
@@ -105,7 +113,7 @@ class _ResidualLayerFunction(torch.autograd.Function):
         grad_res_weight = grad_res_bias = None
         if res_weight is not None and grad_residual is not None:
             if need[4]:
-                grad_res_weight = torch.matmul(grad_residual, h.transpose(1, 2)).sum(0)[:, :, None]
+                grad_res_weight = torch.bmm(grad_residual, h.transpose(1, 2)).sum(0)[:, :, None]
             if need[5]:
                 grad_res_bias = grad_residual.sum((0, 2))
         return (grad_x, grad_weight, grad_bias, grad_extra, grad_res_weight, grad_res_bias) + (None,) * 4
@@ -166,7 +174,9 @@ class DilatedResidualLayer(nn.Module):
         """
         length = x.shape[-1] - self.context
         if length < 1:
-            raise ValueError(f"input length {x.shape[-1]} is too short for a layer with context {self.context}")
+            raise ValueError(
+                f"input length {x.shape[-1]} is too short for a layer with context {self.context}"
+            )
         if skip_length is None:
             skip_length = length
         if not 0 <= skip_length <= length:
@@ -177,18 +187,22 @@ class DilatedResidualLayer(nn.Module):
                 raise ValueError("this layer was built with cond_channels > 0 and needs a conditioning input")
             extra = pointwise(self.cond, center_crop(cond, length))  # (B, H, T - context)
         res = self.residual
-        residual, h = _ResidualLayerFunction.apply(
+        tensors = (
             x,
             self.conv.weight,
             self.conv.bias,
             extra,
             None if res is None else res.weight,
             None if res is None else res.bias,
-            self.dilation,
-            self.activation == "gated",
-            (length - skip_length) // 2,
-            skip_length,
         )
+        # The fused function does its own casting: under autocast it runs in the autocast dtype.
+        device = x.device.type
+        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
+        tensors = tuple(None if t is None else t.to(dtype) for t in tensors)
+        with torch.autocast(device, enabled=False):
+            residual, h = _ResidualLayerFunction.apply(
+                *tensors, self.dilation, self.activation == "gated", (length - skip_length) // 2, skip_length
+            )
         return (residual if res is not None else None), (h if skip_length else None)
 
     def forward(
@@ -268,7 +282,9 @@ class DilatedResidualStack(nn.Module):
         # One GEMM instead of one 1x1 conv + one add per layer.
         weight = torch.cat([layer.skip.weight[:, :, 0] for layer in self.layers], dim=1)  # (skip, L * C)
         bias = torch.stack([layer.skip.bias for layer in self.layers]).sum(0)
-        return x, torch.matmul(weight, torch.cat(hidden, dim=1)).add_(bias[:, None])  # (B, skip, skip_length)
+        return x, batched_matmul(weight, torch.cat(hidden, dim=1)).add_(
+            bias[:, None]
+        )  # (B, skip, skip_length)
 
 
 def decimate(x: torch.Tensor) -> torch.Tensor:

@@ -5,13 +5,15 @@ kernel 1 x bins, linear) -> conv across time (``time_filters``, ``time_kernel`` 
 -> dense bottleneck (``bottleneck``, ReLU) -> one dense branch per source (ReLU) -> back through the
 *transposed* time and frequency convs. As in DeepConvSep the transposed convs reuse the encoder's own conv
 weights (tied, shared by every source); each source has its own output bias per (channel, bin). ReLU gives
-non-negative source magnitudes, ratio masks ``m_i = mag_i / (sum_j mag_j + eps)`` are applied to the mixture
-STFT and the iSTFT (mixture phase) gives one waveform per source.
+non-negative source magnitudes, ratio masks ``m_i = (mag_i + eps) / (sum_j mag_j + S * eps)`` (they sum to one,
+so the sources add up to the mixture even in bins where every magnitude is 0) are applied to the mixture STFT
+and the iSTFT (mixture phase) gives one waveform per source.
 
 The original's dense layers act on a fixed 30-frame window; here they act per frame (1x1 convs) so the model
-takes any length. Geometry: output length == input length (a multiple of ``hop``, at least ``n_fft``);
-``step = hop``; ``halo = n_fft + (time_kernel - 1) * hop`` input samples (an output sample sees the frames
-within n_fft / 2, whose masks see ``time_kernel - 1`` frames either side, whose spectra see n_fft / 2 more).
+takes any length. Geometry: output length == input length (a multiple of ``hop``, longer than ``n_fft // 2``);
+``step = hop``; ``halo = n_fft + (time_kernel - 1) * hop`` input samples, rounded up to a multiple of ``hop``
+(an output sample sees the frames within n_fft / 2, whose masks see ``time_kernel - 1`` frames either side,
+whose spectra see n_fft / 2 more).
 """
 
 from __future__ import annotations
@@ -74,20 +76,30 @@ class STFTMask(Separator):
             config.freq_filters, config.time_filters, config.time_kernel, padding=config.time_kernel // 2
         )
         self.dense = nn.Conv1d(config.time_filters, config.bottleneck, 1)
-        self.branches = nn.Conv1d(config.bottleneck, sources * config.time_filters, 1)  # one per source, fused
+        self.branches = nn.Conv1d(
+            config.bottleneck, sources * config.time_filters, 1
+        )  # one per source, fused
         self.source_bias = nn.Parameter(torch.zeros(sources, inputs))
         self.step = config.hop
-        self.halo = config.n_fft + (config.time_kernel - 1) * config.hop
+        reach = config.n_fft + (config.time_kernel - 1) * config.hop
+        self.halo = config.hop * -(-reach // config.hop)  # a multiple of step, so chunk windows stay aligned
+
+    @property
+    def min_length(self) -> int:
+        """Shortest input: the smallest multiple of ``hop`` longer than ``n_fft // 2`` (the STFT's reflect pad)."""
+        return self.config.hop * (self.config.n_fft // 2 // self.config.hop + 1)
 
     def output_length(self, input_length: int) -> int:
-        hop, n_fft = self.config.hop, self.config.n_fft
-        if input_length < n_fft or input_length % hop:
-            raise ValueError(f"input length {input_length} must be a multiple of hop {hop} and >= n_fft {n_fft}")
+        hop = self.config.hop
+        if input_length < self.min_length or input_length % hop:
+            raise ValueError(
+                f"input length {input_length} must be a multiple of hop {hop} and >= {self.min_length}"
+            )
         return input_length
 
     def input_length(self, output_length: int) -> int:
         hop = self.config.hop
-        return hop * -(-max(output_length, self.config.n_fft) // hop)
+        return max(self.min_length, hop * -(-output_length // hop))
 
     def magnitudes(self, spec: torch.Tensor) -> torch.Tensor:
         """Mixture STFT (B, C, bins, N) complex -> source magnitudes (B, S, C, bins, N), >= 0."""
@@ -97,7 +109,9 @@ class STFTMask(Separator):
         x = self.time_conv(self.freq_conv(x))  # (B, time_filters, N)
         x = F.relu(self.dense(x))  # (B, bottleneck, N)
         x = F.relu(self.branches(x)).reshape(batch * sources, filters, frames)  # (B * S, time_filters, N)
-        x = F.conv_transpose1d(x, self.time_conv.weight, padding=self.config.time_kernel // 2)  # (B*S, freq, N)
+        x = F.conv_transpose1d(
+            x, self.time_conv.weight, padding=self.config.time_kernel // 2
+        )  # (B*S, freq, N)
         x = F.conv_transpose1d(x, self.freq_conv.weight)  # (B * S, C * bins, N)
         x = F.relu(x.view(batch, sources, channels * bins, frames) + self.source_bias[:, :, None])
         return x.view(batch, sources, channels, bins, frames)
@@ -108,7 +122,8 @@ class STFTMask(Separator):
         n_fft, hop = self.config.n_fft, self.config.hop
         spec = stft(mix, n_fft, hop)  # (B, C, bins, N)
         mags = self.magnitudes(spec)  # (B, S, C, bins, N)
-        masks = mags / (mags.sum(dim=1, keepdim=True) + self.config.mask_eps)
+        eps = self.config.mask_eps  # also in the numerator: masks always sum to one (even where all are 0)
+        masks = (mags + eps) / (mags.sum(dim=1, keepdim=True) + eps * mags.shape[1])
         return istft(masks * spec.unsqueeze(1), n_fft, hop, length=mix.shape[-1])  # (B, S, C, T)
 
     def decode(self, output: torch.Tensor) -> torch.Tensor:

@@ -18,7 +18,7 @@ from torch import nn
 
 from sepray.dsp import MU_LAW_CLASSES, mu_law_class_values, mu_law_compand, stft
 from sepray.models.base import Separator
-from sepray.models.layers import DilatedResidualStack
+from sepray.models.layers import DilatedResidualStack, pointwise
 
 INPUTS = ("mulaw", "raw", "stft")
 HEADS = ("mulaw", "regression")
@@ -129,7 +129,7 @@ class WaveNet(Separator):
         self.check_input(mix)
         batch, time_out = mix.shape[0], self.output_length(mix.shape[-1])
         _, skip = self.stack(self.features(mix), skip_length=time_out)  # (B, skip, T_out)
-        y = self.out(F.relu(self.end(F.relu(skip))))  # (B, outputs, T_out)
+        y = pointwise(self.out, F.relu(pointwise(self.end, F.relu(skip))))  # (B, outputs, T_out)
         sources, channels = len(self.config.sources), self.config.audio_channels
         if self.head == "mulaw":
             return y.view(batch, MU_LAW_CLASSES, sources, channels, time_out)

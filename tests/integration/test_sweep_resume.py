@@ -1,0 +1,146 @@
+"""Kill a running sweep's driver (and with it the local Ray instance it started), then `--resume` it:
+every trial finishes exactly once and MLflow holds one child run per configuration, none lost or doubled."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from sepray import tracking
+
+REPO = Path(__file__).resolve().parents[2]
+SPEC = REPO / "sweeps" / "quickstart.yaml"
+NAME = "quickstart-smoke"
+EPOCHS = 3
+TRIALS = 4
+ARGS = [
+    str(SPEC),
+    "--smoke-test",
+    "--num-cpus",
+    "2",
+    "--set",
+    f"budget.epochs={EPOCHS}",
+    "--set",
+    f"search.num_samples={TRIALS}",
+    "--set",
+    "search.max_concurrent=2",
+    "--set",
+    "scheduler=none",  # every trial runs its whole budget, so "finished once" is checkable
+]
+
+
+def _proc_stat(pid: int) -> tuple[str, int]:
+    text = Path(f"/proc/{pid}/stat").read_text()
+    fields = text[text.rindex(")") + 2 :].split()
+    return fields[0], int(fields[1])  # state, parent pid
+
+
+def descendants(root: int) -> list[int]:
+    """Every process below ``root`` (read from /proc)."""
+    children: dict[int, list[int]] = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                children.setdefault(_proc_stat(int(name))[1], []).append(int(name))
+            except (OSError, ValueError):
+                continue
+    out, todo = [], [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def alive(pid: int) -> bool:
+    try:
+        return _proc_stat(pid)[0] != "Z"
+    except (OSError, ValueError):
+        return False
+
+
+def ray_trials(exp_dir: Path) -> dict[str, list[dict]]:
+    trials = {}
+    for result in exp_dir.glob("*/result.json"):
+        lines = [json.loads(line) for line in result.read_text().splitlines() if line.strip()]
+        if lines:
+            trials[lines[-1]["trial_id"]] = lines
+    return trials
+
+
+def test_killed_sweep_resumes_without_lost_or_doubled_runs(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PYTHONWARNINGS": "ignore"}
+    exp_dir = tmp_path / "ray_results" / NAME
+    log = (tmp_path / "first.log").open("w")
+    driver = subprocess.Popen(
+        [sys.executable, str(REPO / "sweeps" / "run.py"), *ARGS],
+        cwd=tmp_path,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # its own process group: we can kill the driver and what it started
+    )
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and driver.poll() is None:
+            if len(list(exp_dir.glob("*/checkpoint_*"))) >= 2:  # some trials have reported an epoch
+                break
+            time.sleep(0.5)
+        assert driver.poll() is None, f"the driver ended before it could be interrupted:\n{(tmp_path / 'first.log').read_text()[-3000:]}"
+        finished_before = len(list(exp_dir.glob(f"*/checkpoint_{EPOCHS - 1:06d}")))
+        assert finished_before < TRIALS, "every trial finished before the kill; nothing left to resume"
+        started = descendants(driver.pid)
+        os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait(timeout=30)
+    finally:
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
+            driver.wait(timeout=30)
+        log.close()
+    # Ray's processes share the driver's fate; give them a moment, then make sure none lingers.
+    deadline = time.time() + 30
+    while time.time() < deadline and any(alive(p) for p in started):
+        time.sleep(0.5)
+    lingering = [p for p in started if alive(p)]
+    for pid in lingering:
+        os.kill(pid, signal.SIGKILL)
+    assert not lingering, f"processes of the killed driver still running: {lingering}"
+
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "sweeps" / "run.py"), *ARGS, "--resume"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
+    assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+    assert "resuming sweep" in proc.stdout
+
+    trials = ray_trials(exp_dir)
+    assert len(trials) == TRIALS, sorted(trials)
+    for trial_id, results in trials.items():
+        assert results[-1]["done_epochs"] == EPOCHS, (trial_id, results[-1])
+    trained_finals = [r["signature"] for rs in trials.values() for r in rs if r.get("owner") and r["done_epochs"] == EPOCHS]
+    assert len(trained_finals) == len(set(trained_finals)), "a configuration was trained to completion twice"
+    runs = tracking.find_runs(NAME, uri=uri)
+    parents = [r for r in runs if r.data.tags.get("sepray.kind") == "sweep"]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    children = tracking.child_runs(NAME, parents[0].info.run_id, uri)
+    assert len(runs) == len(children) + 1
+    signatures = [c.data.tags["sepray.signature"] for c in children]
+    assert len(signatures) == len(set(signatures)), "a configuration has two child runs"
+    assert set(signatures) == {r[-1]["signature"] for r in trials.values()}, "a trial lost its child run"
+    for child in children:
+        assert child.info.status == "FINISHED" and child.data.tags["sepray.outcome"] == "finished"
+        steps = [s for s, _ in tracking.Run(child.info.run_id, uri).metric_history("valid_sdr_vocals")]
+        assert steps == list(range(1, EPOCHS + 1)), steps  # every epoch logged, once
+        completions = tracking.Run(child.info.run_id, uri).metric_history("completed")
+        assert completions == [(EPOCHS, 1.0)], completions  # trained to completion exactly once
+    assert parents[0].data.tags.get("sepray.best_run_id") in {c.info.run_id for c in children}

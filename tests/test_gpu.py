@@ -1,0 +1,53 @@
+"""CUDA paths: training with mixed precision, checkpoint round trip and inference on the GPU.
+
+Skipped with an explicit reason on machines without CUDA (CI); run whenever a GPU is available.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from sepray.config import load_config
+from sepray.separate import run_chunked
+from sepray.train import Trainer, resolve_device
+from tests.conftest import requires_cuda
+
+
+def test_auto_device_matches_the_machine():
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            resolve_device("cuda")
+
+
+@requires_cuda
+@pytest.mark.parametrize("preset", ["unittest", "wavenet-small"])
+def test_cuda_training_with_amp_and_resume(preset, tmp_path):
+    overrides = ["train.epochs=1", "train.steps_per_epoch=3", "train.batch_size=2", "train.device=cuda"]
+    if preset == "wavenet-small":
+        overrides += ["data.synth_songs=4", "data.synth_seconds=4", "model.blocks=1", "train.valid_crops=2"]
+    cfg = load_config(preset, overrides)
+    trainer = Trainer(cfg)
+    assert trainer.device.type == "cuda" and trainer.use_amp
+    metrics = trainer.train_epoch()
+    assert metrics["train_loss"] == metrics["train_loss"]  # finite, not NaN
+    assert next(trainer.model.parameters()).is_cuda
+    valid = trainer.validate()
+    assert "valid_sdr" in valid
+    trainer.save_checkpoint(tmp_path)
+    again = Trainer(cfg)
+    again.load_checkpoint(tmp_path)
+    assert again.step == trainer.step
+    for a, b in zip(again.model.parameters(), trainer.model.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
+@requires_cuda
+def test_cuda_inference_matches_cpu():
+    cfg = load_config("unittest")
+    trainer = Trainer(cfg, device="cpu")
+    mix = torch.randn(1, 1, 5000) * 0.3
+    cpu = run_chunked(trainer.model, mix, chunk=1000)
+    gpu = run_chunked(trainer.model.to("cuda"), mix, chunk=1000, device="cuda")
+    assert torch.allclose(cpu, gpu, atol=1e-4)
