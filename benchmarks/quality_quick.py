@@ -22,11 +22,11 @@ from sepray.train import Trainer
 
 CANDIDATES = {
     "waveunet": ("waveunet-small", []),
-    "wavenet-regression": ("wavenet-small", ["model.head=regression", "model.input=raw", "train.lr=0.001"]),
+    "wavenet-regression": ("wavenet-small", ["model.head=regression"]),
     "wavenet-mulaw": ("wavenet-small", []),
     "stft_mask": (
         "waveunet-small",
-        ["model={name: stft_mask, n_fft: 512, hop: 128}", "train.lr=0.001", "train.segment_seconds=2.0"],
+        ["model={name: stft_mask, n_fft: 256, hop: 64}", "train.segment_seconds=2.0"],
     ),
 }
 

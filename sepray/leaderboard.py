@@ -113,9 +113,41 @@ def finish_sweep(spec, parent: tracking.Run, uri: str, log=print) -> dict[str, A
         f"best: run {best['run_id']} ({best['model']}), {spec.select} = {select_value(best, spec.select):.2f} dB "
         f"(museval framewise median), registered as model {spec.name!r} version {version}"
     )
+    baselines = trivial_baselines(best["run_id"], uri)
+    if baselines:
+        outcome["baselines"] = baselines
+        parent.log_metrics({f"best_{k}": v for k, v in baselines.items()})
+        log(format_baselines(baselines, best))
     log("separate a song with it:")
     log(f"  {separate_command(best['run_id'], uri)}")
     return outcome
+
+
+def trivial_baselines(run_id: str, uri: str) -> dict[str, float]:
+    """Test SDR of the trivial estimates (the mixture, half the mixture) that evaluate_run logged on the run."""
+    metrics = tracking.get_run(run_id, uri).data.metrics
+    out = {}
+    for name in ("mix", "halfmix"):
+        for s in SOURCES:
+            if _finite(metrics.get(f"test_sdr_{name}_{s}")):
+                out[f"test_sdr_{name}_{s}"] = float(metrics[f"test_sdr_{name}_{s}"])
+    return out
+
+
+def format_baselines(baselines: dict[str, float], best: dict[str, Any]) -> str:
+    """One line: the trivial estimates on the same test songs and the best model's gain over the better one."""
+    parts = []
+    for name, label in (("mix", "the mixture"), ("halfmix", "half the mixture")):
+        vals = " / ".join(_num(baselines.get(f"test_sdr_{name}_{s}")) for s in SOURCES)
+        parts.append(f"{label} {vals} dB")
+    line = f"trivial estimates on the same test songs ({' / '.join(SOURCES)}): " + ", ".join(parts)
+    gains = []
+    for s in SOURCES:
+        trivial = [baselines.get(f"test_sdr_{n}_{s}") for n in ("mix", "halfmix")]
+        trivial = [v for v in trivial if _finite(v)]
+        if trivial and _finite(best.get(f"test_sdr_{s}")):
+            gains.append(f"{float(best[f'test_sdr_{s}']) - max(trivial):+.2f} dB {s}")
+    return line + (f"; the best model beats the better of them by {', '.join(gains)}" if gains else "")
 
 
 def separate_command(run_id: str, uri: str) -> str:
@@ -142,7 +174,9 @@ def format_leaderboard(rows: list[dict[str, Any]], spec) -> str:
     lines = []
     for r in rows:
         searched = " ".join(
-            f"{p.key.split('.')[-1]}={_short_value(r[p.key])}" for p in spec.params if r.get(p.key) not in ("", None)
+            f"{p.key.split('.')[-1]}={_short_value(r[p.key])}"
+            for p in spec.params
+            if r.get(p.key) not in ("", None)
         )
         cells = [
             f"{r['rank']}{'*' if r.get('best') else ''}",

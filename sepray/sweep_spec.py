@@ -76,7 +76,9 @@ class Param:
             labels = [json.dumps(v) for v in self.values]  # Optuna categoricals must be scalars
             return json.loads(trial.suggest_categorical(self.key, labels))
         if self.kind == "int":
-            return trial.suggest_int(self.key, int(self.low), int(self.high), step=int(self.step or 1), log=self.log)
+            return trial.suggest_int(
+                self.key, int(self.low), int(self.high), step=int(self.step or 1), log=self.log
+            )
         return trial.suggest_float(
             self.key, float(self.low), float(self.high), step=self.step, log=self.kind == "loguniform"
         )
@@ -374,9 +376,16 @@ def _parse(raw: dict[str, Any], label: str) -> SweepSpec:
         raise SpecError(f"{label}: mode: expected max or min, got {mode!r}")
     valid_metrics = ["valid_sdr", "valid_loss", *(f"valid_sdr_{s}" for s in SOURCES)]
     if metric not in valid_metrics:
-        raise SpecError(f"{label}: metric: {metric!r} is not reported per epoch; expected one of {valid_metrics}")
+        raise SpecError(
+            f"{label}: metric: {metric!r} is not reported per epoch; expected one of {valid_metrics}"
+        )
     select = _typed(raw, "select", str, f"test_sdr_{target}", label)
-    select_metrics = ["test_sdr", *(f"test_sdr_{s}" for s in SOURCES), "valid_sdr", *(f"valid_sdr_{s}" for s in SOURCES)]
+    select_metrics = [
+        "test_sdr",
+        *(f"test_sdr_{s}" for s in SOURCES),
+        "valid_sdr",
+        *(f"valid_sdr_{s}" for s in SOURCES),
+    ]
     if select not in select_metrics:
         raise SpecError(f"{label}: select: {select!r}: expected one of {select_metrics}")
     top_k = _typed(raw, "top_k", int, 3, label)
@@ -429,7 +438,9 @@ def _parse(raw: dict[str, Any], label: str) -> SweepSpec:
                 )
     if search.algorithm == "grid":
         if search.num_samples is not None:
-            raise SpecError(f"{label}: search.num_samples: grid search runs every combination once; remove it")
+            raise SpecError(
+                f"{label}: search.num_samples: grid search runs every combination once; remove it"
+            )
         for p in params:
             try:
                 p.grid_values()
@@ -499,7 +510,9 @@ def _parse_params(params_raw: dict[str, Any], fixed, families, label: str) -> tu
         kinds = [k for k in KINDS if k in body]
         unknown = [k for k in body if k not in (*KINDS, "step", "log", "when")]
         if unknown:
-            raise SpecError(f"{where}.{unknown[0]}: unknown key; expected one of {[*KINDS, 'step', 'log', 'when']}")
+            raise SpecError(
+                f"{where}.{unknown[0]}: unknown key; expected one of {[*KINDS, 'step', 'log', 'when']}"
+            )
         if len(kinds) != 1:
             raise SpecError(f"{where}: give exactly one of {list(KINDS)}, got {kinds or 'none'}")
         kind = kinds[0]
@@ -591,10 +604,14 @@ def _check_param_key(param: Param, where: str, fixed, families, seen, registry) 
             raise SpecError(f"{where}: the model family is searched with choice")
         bad = [v for v in param.values if v not in registry]
         if bad:
-            raise SpecError(f"{where}.choice: unknown model {bad[0]!r}; expected names from {sorted(registry)}")
+            raise SpecError(
+                f"{where}.choice: unknown model {bad[0]!r}; expected names from {sorted(registry)}"
+            )
         return
     if key in ("train.epochs", "train.steps_per_epoch", "train.max_seconds"):
-        raise SpecError(f"{where}: the per-trial budget is fixed (set budget.epochs / steps_per_epoch / trial_seconds)")
+        raise SpecError(
+            f"{where}: the per-trial budget is fixed (set budget.epochs / steps_per_epoch / trial_seconds)"
+        )
     if section == "model":
         fams = _candidate_families(param.when, fixed, families, seen)
         if not fams:
@@ -802,7 +819,9 @@ def grid_points(spec: SweepSpec) -> list[dict[str, Any]]:
     return list(unique.values())
 
 
-def trial_raw_config(fixed: dict[str, Any], families: dict[str, dict[str, Any]], sampled: dict[str, Any]) -> dict:
+def trial_raw_config(
+    fixed: dict[str, Any], families: dict[str, dict[str, Any]], sampled: dict[str, Any]
+) -> dict:
     """The raw {data, model, train} config of one trial: fixed sections + family keys + sampled values."""
     raw = copy.deepcopy(fixed)
     name = sampled.get("model.name", raw["model"].get("name"))
@@ -845,4 +864,3 @@ def _check_configurations(spec: SweepSpec) -> None:
             raise SpecError(
                 f"{spec.label}: search.params: the configuration {json.dumps(sampled)} is invalid: {detail}"
             ) from None
-

@@ -88,7 +88,9 @@ def trial_config(sweep: dict[str, Any], config: dict[str, Any]):
     from sepray.config import resolve
 
     sampled = sampled_params(config)
-    return resolve(trial_raw_config(sweep["fixed"], sweep["families"], sampled), f"{sweep['label']}: {sampled}")
+    return resolve(
+        trial_raw_config(sweep["fixed"], sweep["families"], sampled), f"{sweep['label']}: {sampled}"
+    )
 
 
 class TrialNamer:
@@ -218,8 +220,11 @@ def claim_child_run(exp: str, parent: str, sig: str, trial_id: str, uri: str, cf
                 continue
             run = tracking.attach_run(owner.info.run_id, uri, reopen=True)  # failed or interrupted: take over
             run.set_tags(
-                {"sepray.trial_id": trial_id, "sepray.previous_trial_id": owner.data.tags.get("sepray.trial_id"),
-                 OUTCOME: "running"}
+                {
+                    "sepray.trial_id": trial_id,
+                    "sepray.previous_trial_id": owner.data.tags.get("sepray.trial_id"),
+                    OUTCOME: "running",
+                }
             )
             return run, None
         run = tracking.start_run(
@@ -268,7 +273,13 @@ def finish_child_run(run: tracking.Run, trainer, sweep: dict[str, Any]) -> None:
     except Exception as exc:  # an excerpt is for people to listen to; it must not fail the trial
         run.set_tags({"sepray.excerpt_error": f"{type(exc).__name__}: {exc}"[:500]})
     run.log_metrics({"completed": 1.0}, step=trainer.epoch)  # one point per completion: tests count them
-    run.set_tags({OUTCOME: "finished", "sepray.epochs": trainer.epoch, "sepray.train_seconds": round(trainer.train_seconds, 1)})
+    run.set_tags(
+        {
+            OUTCOME: "finished",
+            "sepray.epochs": trainer.epoch,
+            "sepray.train_seconds": round(trainer.train_seconds, 1),
+        }
+    )
     run.end("FINISHED")
 
 
@@ -300,7 +311,9 @@ def log_excerpt(run: tracking.Run, trainer, seconds: float) -> None:
         for name, audio in tracks.items():
             write_audio(Path(tmp) / f"{name}.wav", audio, sr)
         run.log_artifacts(tmp, "excerpt")
-    run.log_figure(spectrogram_figure(tracks, sr, f"{song.name} @ {start / sr:.1f} s"), "excerpt/spectrograms.png")
+    run.log_figure(
+        spectrogram_figure(tracks, sr, f"{song.name} @ {start / sr:.1f} s"), "excerpt/spectrograms.png"
+    )
 
 
 def spectrogram_figure(tracks: dict[str, Any], sample_rate: int, title: str):
@@ -319,7 +332,12 @@ def spectrogram_figure(tracks: dict[str, Any], sample_rate: int, title: str):
         db = 20 * torch.log10(spec + 1e-5)
         duration = x.shape[-1] / sample_rate
         ax.imshow(
-            db.numpy(), origin="lower", aspect="auto", cmap="magma", vmin=float(db.max()) - 80, vmax=float(db.max()),
+            db.numpy(),
+            origin="lower",
+            aspect="auto",
+            cmap="magma",
+            vmin=float(db.max()) - 80,
+            vmax=float(db.max()),
             extent=(0.0, duration, 0.0, sample_rate / 2000),
         )
         ax.set_ylabel("kHz")
@@ -355,7 +373,9 @@ class ChildRunCloser(Callback):
             for r in runs:
                 if r.info.status == "RUNNING":
                     run = tracking.Run(r.info.run_id, self.uri)
-                    run.set_tags({OUTCOME: outcome, "sepray.epochs": (trial.last_result or {}).get("done_epochs", 0)})
+                    run.set_tags(
+                        {OUTCOME: outcome, "sepray.epochs": (trial.last_result or {}).get("done_epochs", 0)}
+                    )
                     run.end(status)
         except Exception as exc:  # never break the sweep over bookkeeping; close_orphans runs at the end
             print(f"sepray: could not close the MLflow run of trial {trial.trial_id}: {exc}", file=sys.stderr)
@@ -392,7 +412,9 @@ def build_tuner_parts(spec: SweepSpec, sweep: dict[str, Any]) -> dict[str, Any]:
         if spec.search.algorithm == "random":
             sampler = optuna.samplers.RandomSampler(seed=spec.search.seed)
         else:
-            kwargs = {} if spec.search.startup_trials is None else {"n_startup_trials": spec.search.startup_trials}
+            kwargs = (
+                {} if spec.search.startup_trials is None else {"n_startup_trials": spec.search.startup_trials}
+            )
             sampler = optuna.samplers.TPESampler(seed=spec.search.seed, **kwargs)
         searcher = OptunaSearch(space=spec.space(), metric=spec.metric, mode=spec.mode, sampler=sampler)
         search_alg = ConcurrencyLimiter(searcher, max_concurrent=spec.search.max_concurrent)
@@ -430,7 +452,12 @@ def build_tuner_parts(spec: SweepSpec, sweep: dict[str, Any]) -> dict[str, Any]:
         callbacks=[ChildRunCloser(spec.name, sweep["parent_run_id"], sweep["uri"])],
         verbose=1,
     )
-    return {"trainable": trainable, "param_space": param_space, "tune_config": tune_config, "run_config": run_config}
+    return {
+        "trainable": trainable,
+        "param_space": param_space,
+        "tune_config": tune_config,
+        "run_config": run_config,
+    }
 
 
 def storage_path(spec: SweepSpec) -> str:
@@ -445,7 +472,10 @@ def experiment_dir(spec: SweepSpec) -> Path | None:
 def git_commit() -> str | None:
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
             cwd=Path(sepray.__file__).resolve().parent,
         )
     except (OSError, subprocess.TimeoutExpired):
@@ -514,13 +544,52 @@ def run_sweep(
     num_cpus: int | None = None,
     log=print,
 ) -> dict[str, Any]:
-    """Run (or resume) a sweep; returns {"parent_run_id", "best_run_id", "leaderboard", ...}."""
+    """Run (or resume) a sweep; returns {"parent_run_id", "best_run_id", "leaderboard", "trials", ...}."""
     from sepray import leaderboard
 
     spec = load_spec(spec_path, overrides, smoke_test)
-    exp_dir = experiment_dir(spec)
-    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "5")  # save the experiment state often: --resume loses less
+    # save the experiment state often (--resume loses less); keep MLflow's download bars out of the output
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "5")
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    _init_ray(address, num_cpus)
+    try:
+        parent, uri = open_parent_run(spec, spec_path, resume, log)
+        sweep = sweep_context(spec, uri, parent.run_id)
+        started = time.time()
+        try:
+            _prepare_data(spec)
+            results = _fit(spec, sweep, resume)
+            trials = [_trial_summary(r) for r in results]
+            if len(results) - results.num_terminated - results.num_errors:  # Ctrl-C: Tune saved its state
+                close_orphans(spec.name, parent.run_id, uri, "interrupted")
+                parent.set_tags({"sepray.sweep_status": "interrupted"})
+                log(f"sweep {spec.name} interrupted; to continue it, run the same command with --resume")
+                return {
+                    "parent_run_id": parent.run_id,
+                    "trials": trials,
+                    "best_run_id": None,
+                    "interrupted": True,
+                }
+            close_orphans(spec.name, parent.run_id, uri, "stopped_early")
+            parent.log_metrics({"sweep_seconds": time.time() - started}, step=int(resume))
+            exp_dir = experiment_dir(spec)
+            if exp_dir is not None:
+                (exp_dir / "sepray_trials.json").write_text(json.dumps(trials, indent=2))
+            outcome = leaderboard.finish_sweep(spec, parent, uri, log=log)
+            parent.set_tags({"sepray.sweep_status": "finished"})
+            parent.end("FINISHED")
+        except BaseException:
+            parent.set_tags({"sepray.sweep_status": "interrupted"})
+            raise
+    finally:
+        ray.shutdown()
+    return {"parent_run_id": parent.run_id, "trials": trials, **outcome}
+
+
+def open_parent_run(spec: SweepSpec, spec_path: str, resume: bool, log=print) -> tuple[tracking.Run, str]:
+    """Start the sweep's parent run (and its state file), or reattach it on ``--resume``."""
+    exp_dir = experiment_dir(spec)
     if resume:
         state_path = exp_dir / STATE_FILE if exp_dir else None
         if state_path is None or not state_path.is_file():
@@ -534,73 +603,67 @@ def run_sweep(
         uri = state["uri"]
         parent = tracking.attach_run(state["parent_run_id"], uri, reopen=True)
         interrupted = close_orphans(spec.name, parent.run_id, uri, "interrupted")
-        log(f"resuming sweep {spec.name} (parent run {parent.run_id}); {interrupted} interrupted trial run(s)")
+        log(
+            f"resuming sweep {spec.name} (parent run {parent.run_id}); {interrupted} interrupted trial run(s)"
+        )
+        return parent, uri
+    uri = tracking.tracking_uri()
+    tracking.ensure_experiment(spec.name, uri)
+    if exp_dir is not None and exp_dir.exists():
+        aside = exp_dir.with_name(f"{exp_dir.name}.{datetime.now():%Y%m%d-%H%M%S}")
+        exp_dir.rename(aside)
+        log(f"moved the previous results of sweep {spec.name} to {aside} (--resume continues a sweep)")
+    parent = start_parent_run(spec, uri, spec_path)
+    if exp_dir is not None:
+        exp_dir.mkdir(parents=True, exist_ok=True)
+        state = {
+            "parent_run_id": parent.run_id,
+            "uri": uri,
+            "spec": json.loads(json.dumps(spec.raw, default=str)),
+        }
+        (exp_dir / STATE_FILE).write_text(json.dumps(state, indent=2))
+    log(f"sweep {spec.name}: parent run {parent.run_id}; MLflow store {uri}")
+    return parent, uri
+
+
+def _fit(spec: SweepSpec, sweep: dict[str, Any], resume: bool):
+    parts = build_tuner_parts(spec, sweep)
+    if resume:
+        tuner = tune.Tuner.restore(
+            f"{storage_path(spec).rstrip('/')}/{spec.name}",
+            trainable=parts["trainable"],
+            param_space=parts["param_space"] or None,
+            resume_unfinished=True,
+            resume_errored=True,
+        )
     else:
-        uri = tracking.tracking_uri()
-        tracking.ensure_experiment(spec.name, uri)
-        if exp_dir is not None and exp_dir.exists():
-            aside = exp_dir.with_name(f"{exp_dir.name}.{datetime.now():%Y%m%d-%H%M%S}")
-            exp_dir.rename(aside)
-            log(f"moved the previous results of sweep {spec.name} to {aside} (use --resume to continue a sweep)")
-        parent = start_parent_run(spec, uri, spec_path)
-        if exp_dir is not None:
-            exp_dir.mkdir(parents=True, exist_ok=True)
-            state = {"parent_run_id": parent.run_id, "uri": uri, "spec": json.loads(json.dumps(spec.raw, default=str))}
-            (exp_dir / STATE_FILE).write_text(json.dumps(state, indent=2))
-        log(f"sweep {spec.name}: parent run {parent.run_id}; MLflow store {uri}")
-    sweep = sweep_context(spec, uri, parent.run_id)
-    started = time.time()
-    try:
-        _prepare_data(spec)
-        _init_ray(address, num_cpus)
-        parts = build_tuner_parts(spec, sweep)
-        if resume:
-            tuner = tune.Tuner.restore(
-                str(exp_dir) if exp_dir else f"{storage_path(spec).rstrip('/')}/{spec.name}",
-                trainable=parts["trainable"],
-                param_space=parts["param_space"] or None,
-                resume_unfinished=True,
-                resume_errored=True,
-            )
-        else:
-            tuner = tune.Tuner(
-                parts["trainable"],
-                param_space=parts["param_space"],
-                tune_config=parts["tune_config"],
-                run_config=parts["run_config"],
-            )
-        results = tuner.fit()
-        trials = [
-            {
-                "trial_id": r.metrics.get("trial_id") if r.metrics else None,
-                "error": r.error is not None,
-                **{k: (r.metrics or {}).get(k) for k in ("signature", "mlflow_run_id", "done_epochs", "reused")},
-            }
-            for r in results
-        ]
-        close_orphans(spec.name, parent.run_id, uri, "stopped_early")
-        parent.log_metrics({"sweep_seconds": time.time() - started}, step=int(resume))
-        if exp_dir is not None:
-            (exp_dir / "sepray_trials.json").write_text(json.dumps(trials, indent=2))
-        outcome = leaderboard.finish_sweep(spec, parent, uri, log=log)
-        parent.end("FINISHED")
-    except BaseException:
-        parent.set_tags({"sepray.sweep_status": "interrupted"})
-        raise
-    finally:
-        if ray.is_initialized():
-            ray.shutdown()
-    return {"parent_run_id": parent.run_id, "trials": trials, **outcome}
+        tuner = tune.Tuner(
+            parts["trainable"],
+            param_space=parts["param_space"],
+            tune_config=parts["tune_config"],
+            run_config=parts["run_config"],
+        )
+    return tuner.fit()
+
+
+def _trial_summary(result) -> dict[str, Any]:
+    metrics = result.metrics or {}
+    keys = ("trial_id", "signature", "mlflow_run_id", "done_epochs", "reused")
+    return {"error": result.error is not None, **{k: metrics.get(k) for k in keys}}
 
 
 def _init_ray(address: str | None, num_cpus: int | None) -> None:
     if ray.is_initialized():
         return
-    if address is None:
-        # a fresh local instance, never a cluster that happens to run on this machine
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=True)
-    else:
-        ray.init(address=address, log_to_driver=True)
+    try:
+        if address is None:
+            # a fresh local instance, never a cluster that happens to run on this machine
+            ray.init(address="local", num_cpus=num_cpus, include_dashboard=False)
+        else:
+            ray.init(address=address)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        where = "a local Ray instance" if address is None else f"the Ray cluster at {address}"
+        raise SweepError(f"cannot start or join {where}: {str(exc).strip().splitlines()[0]}") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -614,20 +677,33 @@ def main(argv: list[str] | None = None) -> int:
         description="Run a sweep spec on Ray Tune (local Ray unless --address), tracked in MLflow.",
     )
     parser.add_argument("spec", help="sweep spec YAML, e.g. sweeps/quickstart.yaml")
-    parser.add_argument("--address", default=None, help="join a Ray cluster: auto or HOST:PORT (default: local Ray)")
+    parser.add_argument(
+        "--address", default=None, help="join a Ray cluster: auto or HOST:PORT (default: local Ray)"
+    )
     parser.add_argument("--resume", action="store_true", help="continue an interrupted sweep of this spec")
     parser.add_argument("--smoke-test", action="store_true", help="tiny budget that exercises everything")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a spec key")
-    parser.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray instance (default: all)")
+    parser.add_argument(
+        "--num-cpus", type=int, default=None, help="CPUs of the local Ray instance (default: all)"
+    )
     args = parser.parse_args(argv)
     try:
         outcome = run_sweep(
-            args.spec, args.set, smoke_test=args.smoke_test, resume=args.resume, address=args.address,
+            args.spec,
+            args.set,
+            smoke_test=args.smoke_test,
+            resume=args.resume,
+            address=args.address,
             num_cpus=args.num_cpus,
         )
     except (SpecError, ConfigError, SweepError, tracking.TrackingError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted; continue the sweep: the same command with --resume", file=sys.stderr)
+        return 130
+    if outcome.get("interrupted"):
+        return 130
     return 0 if outcome.get("best_run_id") else 1
 
 

@@ -332,8 +332,12 @@ def test_regression_heads_are_bounded_and_difference_output_sums_to_the_mix():
     torch.testing.assert_close(y.sum(dim=1), x, atol=1e-4, rtol=1e-4)
 
 
-def test_autocast_runs_and_backpropagates():
-    model = make("wavenet-raw-regression")
+@pytest.mark.parametrize(
+    "case", ["wavenet-raw-regression", "wavenet-stft-mulaw-base3", "waveunet-same", "stft_mask"]
+)
+def test_autocast_runs_and_backpropagates(case):
+    """Mixed precision (the trainer uses it on CUDA; bfloat16 on CPU exercises the same casting paths)."""
+    model = make(case)
     x = random_mix(model, model.input_length(20))
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = model(x)

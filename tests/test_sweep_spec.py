@@ -47,7 +47,13 @@ FAMILIES = {
     "model": {"sources": ["vocals", "accompaniment"]},
     "families": {
         "waveunet": {"levels": 3, "channels": 4, "down_kernel": 5, "up_kernel": 3},
-        "wavenet": {"blocks": 1, "layers_per_block": 3, "residual_channels": 8, "skip_channels": 8, "end_channels": 8},
+        "wavenet": {
+            "blocks": 1,
+            "layers_per_block": 3,
+            "residual_channels": 8,
+            "skip_channels": 8,
+            "end_channels": 8,
+        },
     },
     "search": {
         "num_samples": 4,
@@ -91,20 +97,72 @@ def spec_with(base: dict, path: str, value) -> dict:
         ("search.algorithm", "hyperopt", "sweeps/x.yaml: search.algorithm: must be one of"),
         ("search.num_samples", "many", "sweeps/x.yaml: search.num_samples: expected an integer"),
         ("search.sampler", "tpe", "sweeps/x.yaml: search.sampler: unknown key"),
-        ("search.params.model.levelz", {"int": [2, 4]}, "sweeps/x.yaml: search.params.model.levelz: waveunet has no config key 'levelz'"),
-        ("search.params.model.levels", {"int": ["two", 4]}, "sweeps/x.yaml: search.params.model.levels.int: expected an integer"),
-        ("search.params.model.levels", {"uniform": [2, 4]}, "sweeps/x.yaml: search.params.model.levels: the key holds integers"),
-        ("search.params.model.upsampling", {"choice": []}, "sweeps/x.yaml: search.params.model.upsampling.choice: empty choice list"),
-        ("search.params.model.upsampling", {"choice": ["linear", 3]}, "sweeps/x.yaml: search.params.model.upsampling.choice: expected a string"),
-        ("search.params.model.upsampling", {"choose": ["linear"]}, "sweeps/x.yaml: search.params.model.upsampling.choose: unknown key"),
-        ("search.params.train.lr", {"loguniform": [0, 1]}, "sweeps/x.yaml: search.params.train.lr.loguniform: low must be > 0"),
-        ("search.params.train.lr", {"uniform": [0.1, 0.01]}, "sweeps/x.yaml: search.params.train.lr.uniform: need low < high"),
-        ("search.params.train.epochs", {"int": [1, 3]}, "sweeps/x.yaml: search.params.train.epochs: the per-trial budget"),
-        ("search.params.data.synth_sungs", {"int": [4, 6]}, "sweeps/x.yaml: search.params.data.synth_sungs: data has no key"),
+        (
+            "search.params.model.levelz",
+            {"int": [2, 4]},
+            "sweeps/x.yaml: search.params.model.levelz: waveunet has no config key 'levelz'",
+        ),
+        (
+            "search.params.model.levels",
+            {"int": ["two", 4]},
+            "sweeps/x.yaml: search.params.model.levels.int: expected an integer",
+        ),
+        (
+            "search.params.model.levels",
+            {"uniform": [2, 4]},
+            "sweeps/x.yaml: search.params.model.levels: the key holds integers",
+        ),
+        (
+            "search.params.model.upsampling",
+            {"choice": []},
+            "sweeps/x.yaml: search.params.model.upsampling.choice: empty choice list",
+        ),
+        (
+            "search.params.model.upsampling",
+            {"choice": ["linear", 3]},
+            "sweeps/x.yaml: search.params.model.upsampling.choice: expected a string",
+        ),
+        (
+            "search.params.model.upsampling",
+            {"choose": ["linear"]},
+            "sweeps/x.yaml: search.params.model.upsampling.choose: unknown key",
+        ),
+        (
+            "search.params.train.lr",
+            {"loguniform": [0, 1]},
+            "sweeps/x.yaml: search.params.train.lr.loguniform: low must be > 0",
+        ),
+        (
+            "search.params.train.lr",
+            {"uniform": [0.1, 0.01]},
+            "sweeps/x.yaml: search.params.train.lr.uniform: need low < high",
+        ),
+        (
+            "search.params.train.epochs",
+            {"int": [1, 3]},
+            "sweeps/x.yaml: search.params.train.epochs: the per-trial budget",
+        ),
+        (
+            "search.params.data.synth_sungs",
+            {"int": [4, 6]},
+            "sweeps/x.yaml: search.params.data.synth_sungs: data has no key",
+        ),
         ("search.params.data.augment.gain_min", {"uniform": [0.5, 0.8]}, None),
-        ("search.params.data.augment.gain_mid", {"uniform": [0.5, 0.8]}, "search.params.data.augment.gain_mid: data has no key"),
-        ("search.params.model.levels", {"int": [2, 4], "when": {"model.nope": 1}}, "search.params.model.levels.when.model.nope"),
-        ("search.params.model.levels", [2, 3], "sweeps/x.yaml: search.params.model.levels: expected a mapping"),
+        (
+            "search.params.data.augment.gain_mid",
+            {"uniform": [0.5, 0.8]},
+            "search.params.data.augment.gain_mid: data has no key",
+        ),
+        (
+            "search.params.model.levels",
+            {"int": [2, 4], "when": {"model.nope": 1}},
+            "search.params.model.levels.when.model.nope",
+        ),
+        (
+            "search.params.model.levels",
+            [2, 3],
+            "sweeps/x.yaml: search.params.model.levels: expected a mapping",
+        ),
         ("scheduler.grace", 1, "sweeps/x.yaml: scheduler.grace: unknown key"),
         ("scheduler.type", "hyperband", "sweeps/x.yaml: scheduler.type: must be asha or none"),
         ("resources.cpu", "two", "sweeps/x.yaml: resources.cpu: expected a number"),
@@ -142,13 +200,17 @@ def test_family_specific_parameter_needs_a_condition():
 def test_invalid_sampled_combination_is_caught_up_front():
     raw = spec_with(BASE, "search.params.data.augment.gain_min", {"uniform": [0.5, 0.95]})
     raw = spec_with(raw, "search.params.data.augment.gain_max", {"uniform": [0.6, 1.0]})
-    with pytest.raises(SpecError, match=r"search\.params: the configuration .* is invalid: .*gain_min <= gain_max"):
+    with pytest.raises(
+        SpecError, match=r"search\.params: the configuration .* is invalid: .*gain_min <= gain_max"
+    ):
         parse_spec(raw, LABEL)
 
 
 def test_overrides_and_smoke_test(tmp_path):
     path = tmp_path / "s.yaml"
-    path.write_text(yaml.safe_dump({**BASE, "smoke_test": {"budget.epochs": 1, "search.params.model.levels.int": [2, 3]}}))
+    path.write_text(
+        yaml.safe_dump({**BASE, "smoke_test": {"budget.epochs": 1, "search.params.model.levels.int": [2, 3]}})
+    )
     spec = load_spec(path, ["search.num_samples=7", "train.lr=0.002"])
     assert spec.num_samples == 7 and spec.fixed["train"]["lr"] == 0.002 and spec.epochs == 3
     smoke = load_spec(path, smoke_test=True)
@@ -164,7 +226,9 @@ def test_conditional_parameters_only_sampled_when_their_condition_holds():
     spec = parse_spec(FAMILIES, LABEL)
     space = spec.space()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=0, n_startup_trials=5))
+    study = optuna.create_study(
+        direction="maximize", sampler=optuna.samplers.TPESampler(seed=0, n_startup_trials=5)
+    )
     seen_inputs = set()
     for i in range(30):
         trial = study.ask()
@@ -268,7 +332,10 @@ def test_driver_rejects_a_bad_spec_with_one_line(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(bad))
     proc = subprocess.run(
-        [sys.executable, str(REPO / "sweeps" / "run.py"), str(path)], capture_output=True, text=True, timeout=120
+        [sys.executable, str(REPO / "sweeps" / "run.py"), str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 2
     lines = [line for line in proc.stderr.splitlines() if line.strip()]

@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 from sepray.dsp import center_crop
 
@@ -52,14 +53,20 @@ class _ResidualLayerFunction(torch.autograd.Function):
     def forward(ctx, x, weight, bias, extra, res_weight, res_bias, dilation, gated, skip_left, skip_length):
         channels = x.shape[1]
         xin = x if gated else F.relu(x)
-        a = F.conv1d(xin, weight, bias, dilation=dilation)  # (B, H, T')
-        if extra is not None:
-            a += extra
+        if gated:  # tanh(a1) = 2 sigmoid(2 a1) - 1: scale the tiny weights, not the big activations
+            scale = torch.ones(weight.shape[0], dtype=weight.dtype, device=weight.device)
+            scale[:channels] = 2.0
+            a = F.conv1d(xin, weight * scale[:, None, None], bias * scale, dilation=dilation)  # (B, H, T')
+            if extra is not None:
+                a += extra * scale[:, None]
+        else:
+            a = F.conv1d(xin, weight, bias, dilation=dilation)  # (B, H, T')
+            if extra is not None:
+                a += extra
         if gated:
-            a[:, :channels] *= 2.0
             s = a.sigmoid_()  # [sigmoid(2 a1); sigmoid(a2)]
             s1, s2 = s[:, :channels], s[:, channels:]
-            h = torch.mul(s1, s2).mul_(2.0).sub_(s2)  # tanh(a1) * sigmoid(a2)
+            h = torch.addcmul(torch.neg(s2), s1, s2, value=2.0)  # (2 s1 - 1) s2 = tanh(a1) sigmoid(a2)
         else:
             s = None
             h = a.relu_()
@@ -78,6 +85,7 @@ class _ResidualLayerFunction(torch.autograd.Function):
         return residual, skip
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_residual, grad_skip):
         x, weight, res_weight, s, h = ctx.saved_tensors
         dilation, gated, skip_left, skip_length, has_extra = ctx.config
@@ -90,12 +98,13 @@ class _ResidualLayerFunction(torch.autograd.Function):
         if skip_length and grad_skip is not None:
             grad_h[..., skip_left : skip_left + skip_length] += grad_skip
         if gated:
+            # With t = tanh(a1) = 2 s1 - 1 and h = t s2 (g = grad_h):
+            # grad_a1 = g s2 (1 - t^2) = g s2 + g h - 2 g h s1;  grad_a2 = g t s2 (1 - s2) = g h - g h s2
             s1, s2 = s[:, :channels], s[:, channels:]
             grad_a = torch.empty_like(s)  # (B, 2C, T')
-            t = torch.mul(s1, 2.0).sub_(1.0)  # tanh(a1)
-            # d tanh(a1) = 1 - t^2; d sigmoid(a2) = s2 (1 - s2)
-            torch.mul(grad_h, s2, out=grad_a[:, :channels]).mul_(torch.mul(t, t).neg_().add_(1.0))
-            torch.mul(grad_h, t, out=grad_a[:, channels:]).mul_(s2).mul_(torch.sub(1.0, s2))
+            gh = torch.mul(grad_h, h)
+            torch.mul(grad_h, s2, out=grad_a[:, :channels]).add_(gh).addcmul_(gh, s1, value=-2.0)
+            torch.addcmul(gh, gh, s2, value=-1.0, out=grad_a[:, channels:])
         else:
             grad_a = grad_h.masked_fill_(h <= 0, 0.0)
         xin = x if gated else F.relu(x)

@@ -76,9 +76,8 @@ class STFTMask(Separator):
             config.freq_filters, config.time_filters, config.time_kernel, padding=config.time_kernel // 2
         )
         self.dense = nn.Conv1d(config.time_filters, config.bottleneck, 1)
-        self.branches = nn.Conv1d(
-            config.bottleneck, sources * config.time_filters, 1
-        )  # one per source, fused
+        # one dense branch per source, computed as one conv
+        self.branches = nn.Conv1d(config.bottleneck, sources * config.time_filters, 1)
         self.source_bias = nn.Parameter(torch.zeros(sources, inputs))
         self.step = config.hop
         reach = config.n_fft + (config.time_kernel - 1) * config.hop
@@ -109,10 +108,9 @@ class STFTMask(Separator):
         x = self.time_conv(self.freq_conv(x))  # (B, time_filters, N)
         x = F.relu(self.dense(x))  # (B, bottleneck, N)
         x = F.relu(self.branches(x)).reshape(batch * sources, filters, frames)  # (B * S, time_filters, N)
-        x = F.conv_transpose1d(
-            x, self.time_conv.weight, padding=self.config.time_kernel // 2
-        )  # (B*S, freq, N)
-        x = F.conv_transpose1d(x, self.freq_conv.weight)  # (B * S, C * bins, N)
+        # back through the encoder's own (tied) convs: (B * S, freq_filters, N) -> (B * S, C * bins, N)
+        x = F.conv_transpose1d(x, self.time_conv.weight, padding=self.config.time_kernel // 2)
+        x = F.conv_transpose1d(x, self.freq_conv.weight)
         x = F.relu(x.view(batch, sources, channels * bins, frames) + self.source_bias[:, :, None])
         return x.view(batch, sources, channels, bins, frames)
 
@@ -122,6 +120,7 @@ class STFTMask(Separator):
         n_fft, hop = self.config.n_fft, self.config.hop
         spec = stft(mix, n_fft, hop)  # (B, C, bins, N)
         mags = self.magnitudes(spec)  # (B, S, C, bins, N)
+        mags = mags.to(torch.promote_types(mags.dtype, torch.float32))  # keeps eps > 0 under autocast
         eps = self.config.mask_eps  # also in the numerator: masks always sum to one (even where all are 0)
         masks = (mags + eps) / (mags.sum(dim=1, keepdim=True) + eps * mags.shape[1])
         return istft(masks * spec.unsqueeze(1), n_fft, hop, length=mix.shape[-1])  # (B, S, C, T)

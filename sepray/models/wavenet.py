@@ -120,7 +120,7 @@ class WaveNet(Separator):
         if self.config.input == "stft":
             spec = stft(mix, self.config.stft_n_fft, hop=1, center=False)  # (B, C, bins, T - n_fft + 1)
             feats = torch.log1p(spec.abs()).flatten(1, 2)  # (B, C * bins, frames)
-            return self.input_conv(feats)
+            return pointwise(self.input_conv, feats)
         x = mu_law_compand(mix) if self.config.input == "mulaw" else mix
         return self.input_conv(x)
 
@@ -129,7 +129,8 @@ class WaveNet(Separator):
         self.check_input(mix)
         batch, time_out = mix.shape[0], self.output_length(mix.shape[-1])
         _, skip = self.stack(self.features(mix), skip_length=time_out)  # (B, skip, T_out)
-        y = pointwise(self.out, F.relu(pointwise(self.end, F.relu(skip))))  # (B, outputs, T_out)
+        hidden = F.relu(pointwise(self.end, F.relu(skip, inplace=True)), inplace=True)  # (B, end, T_out)
+        y = pointwise(self.out, hidden)  # (B, outputs, T_out)
         sources, channels = len(self.config.sources), self.config.audio_channels
         if self.head == "mulaw":
             return y.view(batch, MU_LAW_CLASSES, sources, channels, time_out)

@@ -103,6 +103,16 @@ def test_evaluate_logs_test_sdr(trained):
         assert key in run.data.metrics
 
 
+def test_evaluate_on_the_real_musdb_excerpt(trained, musdb_sample):
+    work, run_id, _ = trained
+    proc = sepray("evaluate", "--run-id", run_id, "--data", str(musdb_sample), "--split", "train", cwd=work)
+    assert "Music Delta - 80s Rock" in proc.stdout
+    run = tracking.get_run(run_id, f"sqlite:///{work / 'mlflow.db'}")
+    assert "train_sdr_vocals" in run.data.metrics
+    proc = sepray("evaluate", "--run-id", run_id, "--data", str(musdb_sample), cwd=work, check=False)
+    assert proc.returncode == 2 and "the test split has no songs" in proc.stderr
+
+
 def test_separate_real_musdb_excerpt_then_score(trained, musdb_track, tmp_path):
     work, run_id, _ = trained
     mixture = musdb_track / "mixture.wav"

@@ -21,12 +21,24 @@ NAME = "quickstart-smoke"
 
 def run_driver(cwd: Path, *args: str, timeout: int = 400) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, str(REPO / "sweeps" / "run.py"), str(SPEC), "--smoke-test", "--num-cpus", "2", *args],
+        [
+            sys.executable,
+            str(REPO / "sweeps" / "run.py"),
+            str(SPEC),
+            "--smoke-test",
+            "--num-cpus",
+            "2",
+            *args,
+        ],
         cwd=cwd,
         capture_output=True,
         text=True,
         timeout=timeout,
-        env={**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{cwd / 'mlflow.db'}", "PYTHONWARNINGS": "ignore"},
+        env={
+            **os.environ,
+            "MLFLOW_TRACKING_URI": f"sqlite:///{cwd / 'mlflow.db'}",
+            "PYTHONWARNINGS": "ignore",
+        },
     )
 
 
@@ -52,7 +64,9 @@ def sweep(tmp_path_factory):
     work = tmp_path_factory.mktemp("sweep")
     proc = run_driver(work)
     if proc.returncode != 0:
-        raise AssertionError(f"sweep failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+        raise AssertionError(
+            f"sweep failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+        )
     uri = f"sqlite:///{work / 'mlflow.db'}"
     return work, uri, proc.stdout
 
@@ -67,17 +81,27 @@ def test_smoke_sweep_logs_parent_and_one_child_per_configuration(sweep):
     assert {"ray.version", "sepray.version", "optuna.version"} <= set(parent.data.tags)
     assert parent.data.params["algorithm"] == "optuna" and parent.data.params["num_samples"] == "6"
     client = tracking.client(uri)
-    assert {"sweep_spec.json", "search_space.json", "leaderboard.json", "leaderboard.csv", "leaderboard.txt"} <= (
-        artifact_paths(client, parent.info.run_id)
-    )
+    assert {
+        "sweep_spec.json",
+        "search_space.json",
+        "leaderboard.json",
+        "leaderboard.csv",
+        "leaderboard.txt",
+    } <= (artifact_paths(client, parent.info.run_id))
 
     trials = ray_trials(work / "ray_results" / NAME)
     assert len(trials) == 6
     children = tracking.child_runs(NAME, parent.info.run_id, uri)
-    assert all(r.data.tags.get("sepray.kind") == "trial" for r in runs if r is not parent and r.info.run_id != parent.info.run_id)
+    assert all(
+        r.data.tags.get("sepray.kind") == "trial"
+        for r in runs
+        if r is not parent and r.info.run_id != parent.info.run_id
+    )
     signatures = [c.data.tags["sepray.signature"] for c in children]
     assert len(signatures) == len(set(signatures)), "two child runs for one configuration"
-    assert set(signatures) == {t["signature"] for t in trials.values()}, "a trial without a child run, or the reverse"
+    assert set(signatures) == {t["signature"] for t in trials.values()}, (
+        "a trial without a child run, or the reverse"
+    )
     assert {c.data.tags["sepray.trial_id"] for c in children} <= set(trials)
     for t in trials.values():
         owner = next(c for c in children if c.data.tags["sepray.signature"] == t["signature"])
@@ -124,7 +148,9 @@ def test_best_is_chosen_by_test_sdr_and_registered(sweep):
     assert 1 <= len(evaluated) <= 2  # top_k of the smoke test
     best = max(evaluated, key=lambda c: c.data.metrics["test_sdr_vocals"])
     assert parent.data.tags["sepray.best_run_id"] == best.info.run_id
-    board = json.loads(tracking.download_artifacts(parent.info.run_id, "leaderboard.json", work, uri).read_text())
+    board = json.loads(
+        tracking.download_artifacts(parent.info.run_id, "leaderboard.json", work, uri).read_text()
+    )
     columns, rows = board["columns"], board["data"]
     table = [dict(zip(columns, row, strict=True)) for row in rows]
     scored = [r for r in table if r["test_sdr_vocals"] is not None]

@@ -92,7 +92,9 @@ def test_killed_sweep_resumes_without_lost_or_doubled_runs(tmp_path):
             if len(list(exp_dir.glob("*/checkpoint_*"))) >= 2:  # some trials have reported an epoch
                 break
             time.sleep(0.5)
-        assert driver.poll() is None, f"the driver ended before it could be interrupted:\n{(tmp_path / 'first.log').read_text()[-3000:]}"
+        assert driver.poll() is None, (
+            f"the driver ended before it could be interrupted:\n{(tmp_path / 'first.log').read_text()[-3000:]}"
+        )
         finished_before = len(list(exp_dir.glob(f"*/checkpoint_{EPOCHS - 1:06d}")))
         assert finished_before < TRIALS, "every trial finished before the kill; nothing left to resume"
         started = descendants(driver.pid)
@@ -127,7 +129,9 @@ def test_killed_sweep_resumes_without_lost_or_doubled_runs(tmp_path):
     assert len(trials) == TRIALS, sorted(trials)
     for trial_id, results in trials.items():
         assert results[-1]["done_epochs"] == EPOCHS, (trial_id, results[-1])
-    trained_finals = [r["signature"] for rs in trials.values() for r in rs if r.get("owner") and r["done_epochs"] == EPOCHS]
+    trained_finals = [
+        r["signature"] for rs in trials.values() for r in rs if r.get("owner") and r["done_epochs"] == EPOCHS
+    ]
     assert len(trained_finals) == len(set(trained_finals)), "a configuration was trained to completion twice"
     runs = tracking.find_runs(NAME, uri=uri)
     parents = [r for r in runs if r.data.tags.get("sepray.kind") == "sweep"]
