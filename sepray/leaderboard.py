@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 import os
 from typing import Any
@@ -39,8 +40,9 @@ def collect_rows(spec, parent_run_id: str, uri: str) -> list[dict[str, Any]]:
             row[f"test_sdr_{s}"] = m.get(f"test_sdr_{s}")
         row["num_parameters"] = _int(p.get("num_parameters"))
         row["train_seconds"] = m.get("train_seconds")
+        sampled = json.loads(t.get("sepray.sampled", "{}"))
         for param in spec.params:
-            row[param.key] = p.get(param.key, "")  # "" when the parameter was inactive (a `when:` condition)
+            row[param.key] = sampled.get(param.key, "")  # "" when the parameter was inactive (`when:`)
         row["signature"] = t.get("sepray.signature", "")
         row["trial_id"] = t.get("sepray.trial_id", "")
         rows.append(row)
@@ -48,10 +50,12 @@ def collect_rows(spec, parent_run_id: str, uri: str) -> list[dict[str, Any]]:
 
 
 def top_k(rows: list[dict[str, Any]], spec) -> list[dict[str, Any]]:
-    """The ``spec.top_k`` finished rows, best validation metric first."""
-    done = [r for r in rows if r["outcome"] == "finished" and _finite(r.get(spec.metric))]
+    """The ``spec.top_k`` finished rows, best validation metric first (rows without a value last)."""
+    done = [r for r in rows if r["outcome"] == "finished"]
     sign = -1.0 if spec.mode == "max" else 1.0
-    return sorted(done, key=lambda r: sign * r[spec.metric])[: spec.top_k]
+    return sorted(done, key=lambda r: sign * r[spec.metric] if _finite(r.get(spec.metric)) else math.inf)[
+        : spec.top_k
+    ]
 
 
 def evaluate_top_k(rows: list[dict[str, Any]], spec, uri: str, log=print) -> list[dict[str, Any]]:
@@ -147,7 +151,7 @@ def format_baselines(baselines: dict[str, float], best: dict[str, Any]) -> str:
         trivial = [v for v in trivial if _finite(v)]
         if trivial and _finite(best.get(f"test_sdr_{s}")):
             gains.append(f"{float(best[f'test_sdr_{s}']) - max(trivial):+.2f} dB {s}")
-    return line + (f"; the best model beats the better of them by {', '.join(gains)}" if gains else "")
+    return line + (f"; the best model's gain over the better of them: {', '.join(gains)}" if gains else "")
 
 
 def separate_command(run_id: str, uri: str) -> str:

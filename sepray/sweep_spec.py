@@ -260,10 +260,12 @@ DEFAULT_SMOKE = {
     "budget.steps_per_epoch": 2,
     "budget.trial_seconds": None,
     "budget.sweep_seconds": None,
-    "train.valid_crops": 2,
+    "train.valid_crops": 6,
+    "train.valid_seconds": 1.0,
     "train.batch_size": 2,
-    "data.synth_songs": 5,
+    "data.synth_songs": 6,
     "data.synth_seconds": 6.0,
+    "data.valid_fraction": 0.3,  # two validation songs of the default synthetic corpus, one with singing
     "top_k": 2,
     "excerpt_seconds": 2.0,
 }

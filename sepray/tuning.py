@@ -154,7 +154,7 @@ def run_trial(
     if info.info.status == "FINISHED":  # this trial finished before a driver crash lost its last report
         replay(info, metric, start_epoch, base, uri, report)
         return
-    logged = max((s for s, _ in run.metric_history(metric)), default=0)
+    logged = max((s for s, _ in run.metric_history("epoch")), default=0)  # epochs this run already holds
 
     trainer = Trainer(cfg)
     if resume_dir is not None and (resume_dir / CHECKPOINT_FILE).is_file():
@@ -163,7 +163,15 @@ def run_trial(
         run.log_params({**cfg.flat(), "num_parameters": trainer.num_parameters})
         run.log_dict(cfg.to_dict(), "run_config.json")
         run.log_metrics(trainer.baseline_sdr(), step=0)
-    run.set_tags({"sepray.model": cfg.model_name, "sepray.num_parameters": trainer.num_parameters})
+    run.set_tags(
+        {
+            "sepray.model": cfg.model_name,
+            "sepray.num_parameters": trainer.num_parameters,
+            "sepray.sampled": json.dumps(
+                sampled_params(config), sort_keys=True
+            ),  # the active searched values
+        }
+    )
     base["owner"] = True
     try:
         while not trainer.finished:
@@ -528,11 +536,12 @@ def start_parent_run(spec: SweepSpec, uri: str, spec_path: str | None) -> tracki
 
 def _prepare_data(spec: SweepSpec) -> None:
     """Generate the synthetic corpus once in the driver, so trials do not wait on each other to build it."""
+    from sepray.config import DataConfig, build_dataclass
     from sepray.data import ensure_synthetic_corpus
 
-    cfg = spec.resolve_trial({})
-    if cfg.data.path is None:
-        ensure_synthetic_corpus(cfg.data)
+    data = build_dataclass(DataConfig, spec.fixed["data"], f"{spec.label}: data")
+    if data.path is None:
+        ensure_synthetic_corpus(data)
 
 
 def run_sweep(
@@ -555,11 +564,13 @@ def run_sweep(
     _init_ray(address, num_cpus)
     try:
         parent, uri = open_parent_run(spec, spec_path, resume, log)
+        if address is not None and uri.startswith("sqlite:"):
+            log(f"note: trials on other nodes log to {uri}: every node must see that file at that path")
         sweep = sweep_context(spec, uri, parent.run_id)
         started = time.time()
         try:
             _prepare_data(spec)
-            results = _fit(spec, sweep, resume)
+            results = _fit(spec, sweep, resume, log)
             trials = [_trial_summary(r) for r in results]
             if len(results) - results.num_terminated - results.num_errors:  # Ctrl-C: Tune saved its state
                 close_orphans(spec.name, parent.run_id, uri, "interrupted")
@@ -626,11 +637,15 @@ def open_parent_run(spec: SweepSpec, spec_path: str, resume: bool, log=print) ->
     return parent, uri
 
 
-def _fit(spec: SweepSpec, sweep: dict[str, Any], resume: bool):
+def _fit(spec: SweepSpec, sweep: dict[str, Any], resume: bool, log=print):
     parts = build_tuner_parts(spec, sweep)
+    path = f"{storage_path(spec).rstrip('/')}/{spec.name}"
+    if resume and not tune.Tuner.can_restore(path):
+        log(f"{path}: Tune had not saved its state yet; starting the trials again under the same parent run")
+        resume = False
     if resume:
         tuner = tune.Tuner.restore(
-            f"{storage_path(spec).rstrip('/')}/{spec.name}",
+            path,
             trainable=parts["trainable"],
             param_space=parts["param_space"] or None,
             resume_unfinished=True,
