@@ -7,19 +7,12 @@ FailureConfig / CheckpointConfig; a storage path that may be shared storage. ``-
 After the sweep, :mod:`sepray.leaderboard` evaluates the top-k finished trials on the full test songs, picks
 the best and registers it.
 
-The trainable, :func:`train_trial`, is an importable function; its body, :func:`run_trial`, takes the report
-and checkpoint functions as arguments so that tests call it without Ray. Each trial:
-
-* resolves its config; the config signature names it (``RunConfig.signature()``);
-* claims the MLflow child run tagged with that signature under the parent: its own (reattached on a retry or
-  resume), a new one, or -- when another trial already trained the same configuration -- none: it replays
-  that trial's per-epoch results instead of training the configuration twice;
-* trains epoch by epoch, logging metrics and reporting ``metric`` with a checkpoint after every epoch, and
-  finishes the child run (model package, audio excerpt, spectrograms) *before* its last report, because code
-  after a report may never run once ASHA stops the trial.
+The trainable, :func:`train_trial`, is an importable function; its body, :func:`sepray.trial_runs.run_trial`,
+takes the report and checkpoint functions as arguments so that tests call it without Ray. What a trial does
+with its MLflow child run (claim, replay a duplicate configuration, finish) is in :mod:`sepray.trial_runs`.
 
 Trials that ASHA stops, that fail for good, or that a killed driver left behind are closed from the driver
-(:class:`ChildRunCloser` and :func:`close_orphans`).
+(:class:`ChildRunCloser` and :func:`sepray.trial_runs.close_orphans`).
 """
 
 from __future__ import annotations
@@ -32,7 +25,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -46,13 +38,18 @@ from ray.tune.search.optuna import OptunaSearch
 
 import sepray
 from sepray import tracking
-from sepray.sweep_spec import GRID_KEY, SpecError, SweepSpec, grid_points, load_spec, trial_raw_config
+from sepray.search_space import grid_points
+from sepray.sweep_spec import GRID_KEY, SpecError, SweepSpec, load_spec
+from sepray.trial_runs import (
+    OUTCOME,
+    claim_child_run,
+    close_orphans,
+    run_trial,
+    sweep_context,
+    trial_config,
+)
 
 STATE_FILE = "sepray_sweep.json"  # in the Ray experiment folder: parent run id, tracking URI, spec
-TRIAL_FILE = "sepray_trial.json"  # in each checkpoint: the MLflow run it belongs to
-WAIT_POLL_S = 5.0  # a trial whose configuration another live trial is training polls this often
-WAIT_LIMIT_S = 6 * 3600.0
-OUTCOME = "sepray.outcome"  # finished | stopped_early | failed | interrupted
 
 
 class SweepError(RuntimeError):
@@ -60,37 +57,7 @@ class SweepError(RuntimeError):
 
 
 # ----------------------------------------------------------------------------------------------------------
-# what every trial gets
-
-
-def sweep_context(spec: SweepSpec, uri: str, parent_run_id: str) -> dict[str, Any]:
-    """The plain dict each trial receives (through ``tune.with_parameters``)."""
-    return {
-        "experiment": spec.name,
-        "uri": uri,
-        "parent_run_id": parent_run_id,
-        "fixed": spec.fixed,
-        "families": spec.families,
-        "metric": spec.metric,
-        "mode": spec.mode,
-        "epochs": spec.epochs,
-        "excerpt_seconds": spec.excerpt_seconds,
-        "label": spec.label,
-    }
-
-
-def sampled_params(config: dict[str, Any]) -> dict[str, Any]:
-    """A trial's sampled values: Optuna's flat dotted dict, or the grid point."""
-    return dict(config.get(GRID_KEY, config))
-
-
-def trial_config(sweep: dict[str, Any], config: dict[str, Any]):
-    from sepray.config import resolve
-
-    sampled = sampled_params(config)
-    return resolve(
-        trial_raw_config(sweep["fixed"], sweep["families"], sampled), f"{sweep['label']}: {sampled}"
-    )
+# naming trials
 
 
 class TrialNamer:
@@ -127,236 +94,6 @@ def train_trial(config: dict[str, Any], sweep: dict[str, Any]) -> None:
         run_trial(config, sweep, trial_id, report, resume_dir)
 
 
-def run_trial(
-    config: dict[str, Any],
-    sweep: dict[str, Any],
-    trial_id: str,
-    report: Callable[[dict[str, Any], Path | None], None],
-    resume_dir: Path | None = None,
-) -> None:
-    """Train (or reuse) one configuration; ``report(metrics, checkpoint_dir)`` once per epoch."""
-    from sepray.train import CHECKPOINT_FILE, Trainer
-
-    cfg = trial_config(sweep, config)
-    sig = cfg.signature()
-    uri, exp, parent = sweep["uri"], sweep["experiment"], sweep["parent_run_id"]
-    metric = sweep["metric"]
-    start_epoch = 0
-    if resume_dir is not None and (resume_dir / TRIAL_FILE).is_file():
-        start_epoch = int(json.loads((resume_dir / TRIAL_FILE).read_text()).get("epoch", 0))
-
-    run, owner = claim_child_run(exp, parent, sig, trial_id, uri, cfg)
-    base = {"signature": sig, "mlflow_run_id": owner.info.run_id if owner else run.run_id}
-    if run is None:  # another trial trained (or is training) this configuration: reuse its results
-        replay(owner, metric, start_epoch, base, uri, report)
-        return
-    info = run.info()
-    if info.info.status == "FINISHED":  # this trial finished before a driver crash lost its last report
-        replay(info, metric, start_epoch, base, uri, report)
-        return
-    logged = max((s for s, _ in run.metric_history("epoch")), default=0)  # epochs this run already holds
-
-    trainer = Trainer(cfg)
-    if resume_dir is not None and (resume_dir / CHECKPOINT_FILE).is_file():
-        trainer.load_checkpoint(resume_dir)
-    if not info.data.params:
-        run.log_params({**cfg.flat(), "num_parameters": trainer.num_parameters})
-        run.log_dict(cfg.to_dict(), "run_config.json")
-        run.log_metrics(trainer.baseline_sdr(), step=0)
-    run.set_tags(
-        {
-            "sepray.model": cfg.model_name,
-            "sepray.num_parameters": trainer.num_parameters,
-            "sepray.sampled": json.dumps(
-                sampled_params(config), sort_keys=True
-            ),  # the active searched values
-        }
-    )
-    base["owner"] = True
-    try:
-        while not trainer.finished:
-            if trainer.epoch > start_epoch and _stopped(run):
-                return  # ASHA stopped this trial and the driver closed its run
-            result = {**trainer.train_epoch(), **trainer.validate(), "epoch": trainer.epoch}
-            result["train_seconds"] = trainer.train_seconds
-            if trainer.epoch > logged:
-                run.log_metrics(result, step=trainer.epoch)
-            with tempfile.TemporaryDirectory(prefix="sepray-ckpt-") as tmp:
-                trainer.save_checkpoint(tmp)
-                state = {"run_id": run.run_id, "signature": sig, "trial_id": trial_id, "epoch": trainer.epoch}
-                Path(tmp, TRIAL_FILE).write_text(json.dumps(state))
-                if trainer.finished:
-                    finish_child_run(run, trainer, sweep)
-                report({**result, **base, "done_epochs": trainer.epoch}, Path(tmp))
-    except BaseException as exc:
-        if not isinstance(exc, (KeyboardInterrupt, SystemExit)):
-            run.set_tags({"sepray.last_error": f"{type(exc).__name__}: {exc}"[:500]})
-        raise
-
-
-def _stopped(run: tracking.Run) -> bool:
-    info = run.info()
-    return info.info.status != "RUNNING" and info.data.tags.get(OUTCOME) == "stopped_early"
-
-
-def claim_child_run(exp: str, parent: str, sig: str, trial_id: str, uri: str, cfg) -> tuple[Any, Any]:
-    """Find or create this configuration's child run -> (Run to train into, None) or (None, owner's run).
-
-    * a child this trial created (a retry or a resumed sweep): reattach it;
-    * a child of another trial that finished or was stopped early: reuse it (no second training);
-    * a child of another trial that is still running: wait for it, then reuse it;
-    * a child whose trial failed or was interrupted for good: take it over and train;
-    * none: create one, then check that no concurrent trial created the same one first (oldest wins).
-    """
-    waited = 0.0
-    while True:
-        kids = tracking.child_runs(exp, parent, uri, signature=sig)
-        mine = [k for k in kids if k.data.tags.get("sepray.trial_id") == trial_id]
-        if mine:
-            run = tracking.attach_run(mine[0].info.run_id, uri, reopen=mine[0].info.status != "FINISHED")
-            if mine[0].info.status != "FINISHED":
-                run.set_tags({OUTCOME: "running"})
-            return run, None
-        if kids:
-            owner = kids[0]
-            status, outcome = owner.info.status, owner.data.tags.get(OUTCOME)
-            if status == "FINISHED" or (status == "KILLED" and outcome == "stopped_early"):
-                return None, owner
-            if status == "RUNNING" and waited < WAIT_LIMIT_S:
-                time.sleep(WAIT_POLL_S)
-                waited += WAIT_POLL_S
-                continue
-            run = tracking.attach_run(owner.info.run_id, uri, reopen=True)  # failed or interrupted: take over
-            run.set_tags(
-                {
-                    "sepray.trial_id": trial_id,
-                    "sepray.previous_trial_id": owner.data.tags.get("sepray.trial_id"),
-                    OUTCOME: "running",
-                }
-            )
-            return run, None
-        run = tracking.start_run(
-            exp,
-            run_name=f"{cfg.model_name}-{sig}",
-            tags={
-                "sepray.signature": sig,
-                "sepray.trial_id": trial_id,
-                "sepray.kind": "trial",
-                "sepray.model": cfg.model_name,
-                OUTCOME: "running",
-            },
-            parent_run_id=parent,
-            uri=uri,
-        )
-        kids = tracking.child_runs(exp, parent, uri, signature=sig)
-        if kids and kids[0].info.run_id != run.run_id:  # a concurrent trial created it first
-            tracking.delete_run(run.run_id, uri)
-            continue
-        return run, None
-
-
-def replay(owner, metric: str, start_epoch: int, base: dict[str, Any], uri: str, report) -> None:
-    """Report another run's per-epoch ``metric`` (epochs after ``start_epoch``) as this trial's results."""
-    run = tracking.Run(owner.info.run_id, uri)
-    history: dict[int, float] = {}
-    for step, value in run.metric_history(metric):
-        if step >= 1:
-            history[step] = value
-    extra = {"reused": True, "owner_trial_id": owner.data.tags.get("sepray.trial_id", ""), "owner": False}
-    if not history:
-        report({metric: float("nan"), "epoch": 0, **base, **extra}, None)
-        return
-    for step in sorted(history):
-        if step > start_epoch:
-            report({metric: history[step], "epoch": step, "done_epochs": step, **base, **extra}, None)
-
-
-def finish_child_run(run: tracking.Run, trainer, sweep: dict[str, Any]) -> None:
-    """Log the model package, an audio excerpt and spectrograms, then mark the run FINISHED."""
-    from sepray.train import log_package
-
-    log_package(run, trainer)
-    try:
-        log_excerpt(run, trainer, sweep["excerpt_seconds"])
-    except Exception as exc:  # an excerpt is for people to listen to; it must not fail the trial
-        run.set_tags({"sepray.excerpt_error": f"{type(exc).__name__}: {exc}"[:500]})
-    run.log_metrics({"completed": 1.0}, step=trainer.epoch)  # one point per completion: tests count them
-    run.set_tags(
-        {
-            OUTCOME: "finished",
-            "sepray.epochs": trainer.epoch,
-            "sepray.train_seconds": round(trainer.train_seconds, 1),
-        }
-    )
-    run.end("FINISHED")
-
-
-def log_excerpt(run: tracking.Run, trainer, seconds: float) -> None:
-    """``excerpt/``: mixture, estimate and reference WAVs of a few seconds of a validation song + spectrograms."""
-    import torch
-
-    from sepray.audio import write_audio
-    from sepray.separate import separate_tensor
-
-    songs = trainer.splits.get("valid") or trainer.splits.get("test") or trainer.splits["train"]
-    song = songs[0]
-    sr = trainer.sample_rate
-    n = min(song.mix.shape[-1], max(1, round(seconds * sr)))
-    vocals = song.sources.get("vocals", song.mix)
-    energy = vocals.pow(2).mean(0)
-    hop = max(1, sr // 4)
-    starts = list(range(0, song.mix.shape[-1] - n + 1, hop)) or [0]
-    start = max(starts, key=lambda s: float(energy[s : s + n].sum()))
-    mix = song.mix[..., start : start + n]
-    trainer.model.eval()
-    with torch.no_grad():
-        est = separate_tensor(trainer.model, mix, seconds + 1.0, sr, trainer.device)
-    tracks = {"mixture": mix}
-    for name in trainer.sources:
-        tracks[f"{name}_estimate"] = est[name]
-        tracks[f"{name}_reference"] = song.sources[name][..., start : start + n]
-    with tempfile.TemporaryDirectory(prefix="sepray-excerpt-") as tmp:
-        for name, audio in tracks.items():
-            write_audio(Path(tmp) / f"{name}.wav", audio, sr)
-        run.log_artifacts(tmp, "excerpt")
-    run.log_figure(
-        spectrogram_figure(tracks, sr, f"{song.name} @ {start / sr:.1f} s"), "excerpt/spectrograms.png"
-    )
-
-
-def spectrogram_figure(tracks: dict[str, Any], sample_rate: int, title: str):
-    """One log-magnitude spectrogram per track (first channel), stacked vertically."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import torch
-
-    n_fft = 512 if sample_rate <= 22050 else 1024
-    fig, axes = plt.subplots(len(tracks), 1, figsize=(8, 1.6 * len(tracks)), sharex=True, squeeze=False)
-    for ax, (name, audio) in zip(axes[:, 0], tracks.items(), strict=True):
-        x = audio[0].float()
-        spec = torch.stft(x, n_fft, n_fft // 4, window=torch.hann_window(n_fft), return_complex=True).abs()
-        db = 20 * torch.log10(spec + 1e-5)
-        duration = x.shape[-1] / sample_rate
-        ax.imshow(
-            db.numpy(),
-            origin="lower",
-            aspect="auto",
-            cmap="magma",
-            vmin=float(db.max()) - 80,
-            vmax=float(db.max()),
-            extent=(0.0, duration, 0.0, sample_rate / 2000),
-        )
-        ax.set_ylabel("kHz")
-        ax.set_title(name, fontsize=9, loc="left")
-    axes[-1, 0].set_xlabel("seconds")
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    plt.close(fig)
-    return fig
-
-
 # ----------------------------------------------------------------------------------------------------------
 # the driver side
 
@@ -387,18 +124,6 @@ class ChildRunCloser(Callback):
                     run.end(status)
         except Exception as exc:  # never break the sweep over bookkeeping; close_orphans runs at the end
             print(f"sepray: could not close the MLflow run of trial {trial.trial_id}: {exc}", file=sys.stderr)
-
-
-def close_orphans(experiment: str, parent_run_id: str, uri: str, outcome: str, status: str = "KILLED") -> int:
-    """Close child runs still RUNNING (no trial is alive to finish them); returns how many."""
-    count = 0
-    for r in tracking.child_runs(experiment, parent_run_id, uri):
-        if r.info.status == "RUNNING":
-            run = tracking.Run(r.info.run_id, uri)
-            run.set_tags({OUTCOME: outcome})
-            run.end(status)
-            count += 1
-    return count
 
 
 def build_tuner_parts(spec: SweepSpec, sweep: dict[str, Any]) -> dict[str, Any]:

@@ -12,15 +12,8 @@ import optuna
 import pytest
 import yaml
 
-from sepray.sweep_spec import (
-    GRID_KEY,
-    RandomTrial,
-    SpecError,
-    grid_points,
-    load_spec,
-    parse_spec,
-    trial_raw_config,
-)
+from sepray.search_space import RandomTrial, grid_points, trial_raw_config
+from sepray.sweep_spec import GRID_KEY, SpecError, load_spec, parse_spec
 
 REPO = Path(__file__).resolve().parents[1]
 LABEL = "sweeps/x.yaml"
@@ -289,7 +282,8 @@ def test_search_algorithms_are_built(algorithm):
     from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.optuna import OptunaSearch
 
-    from sepray.tuning import build_tuner_parts, sweep_context
+    from sepray.trial_runs import sweep_context
+    from sepray.tuning import build_tuner_parts
 
     raw = copy.deepcopy(BASE)
     raw["search"]["algorithm"] = algorithm

@@ -1,0 +1,139 @@
+"""The search space of a sweep spec: define-by-run sampling, grid enumeration and each trial's raw config.
+
+:class:`SearchSpace` walks the parameters in the order the spec lists them and samples a parameter only when
+its ``when:`` condition holds (looked up with :func:`config_value`), so Optuna sees the conditional space as it
+is. :func:`grid_points` enumerates the same space for grid search; :class:`RandomTrial` samples it without
+Optuna (spec validation and tests). No Ray import.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import math
+import random
+from typing import TYPE_CHECKING, Any
+
+from sepray.config import DataConfig, TrainConfig
+from sepray.search_params import Param, model_hint, thaw_value
+
+if TYPE_CHECKING:
+    from sepray.sweep_spec import SweepSpec
+
+
+def config_value(key: str, sampled: dict[str, Any], fixed, families) -> Any:
+    """The value a dotted key takes in a trial: sampled, else the family's fixed keys, else fixed, else default."""
+    if key in sampled:
+        return sampled[key]
+    section, _, rest = key.partition(".")
+    if section == "model":
+        name = sampled.get("model.name", fixed["model"].get("name"))
+        if rest == "name":
+            return name
+        fam = families.get(name, {})
+        if rest in fam:
+            return fam[rest]
+        if rest in fixed["model"]:
+            return fixed["model"][rest]
+        hint = model_hint(name, rest) if name else None
+        if hint is None:
+            return None
+        from sepray.models import REGISTRY
+
+        default = {f.name: f for f in dataclasses.fields(REGISTRY[name][0])}[rest].default
+        return thaw_value(default) if isinstance(default, tuple) else default
+    node: Any = fixed[section]
+    for part in rest.split("."):
+        if not isinstance(node, dict) or part not in node:
+            node = None
+            break
+        node = node[part]
+    if node is not None:
+        return node
+    cls_default: Any = {"data": DataConfig, "train": TrainConfig}[section]()
+    for part in rest.split("."):
+        cls_default = getattr(cls_default, part, None)
+    return cls_default
+
+
+class SearchSpace:
+    """Define-by-run search space: ``space(trial)`` samples the active parameters in spec order.
+
+    Picklable (Ray saves the searcher with the experiment state). Works with any object that has Optuna's
+    ``suggest_categorical`` / ``suggest_float`` / ``suggest_int``; returns None (the sampled values are the
+    ones the trial records) so that Ray's OptunaSearch uses exactly what was suggested.
+    """
+
+    def __init__(self, fixed: dict[str, Any], families: dict[str, dict[str, Any]], params: tuple[Param, ...]):
+        self.fixed = fixed
+        self.families = families
+        self.params = params
+
+    def sample(self, trial) -> dict[str, Any]:
+        sampled: dict[str, Any] = {}
+        for p in self.params:
+            if p.active(lambda k: config_value(k, sampled, self.fixed, self.families)):
+                sampled[p.key] = p.suggest(trial)
+        return sampled
+
+    def __call__(self, trial) -> None:
+        self.sample(trial)
+        return None
+
+
+class RandomTrial:
+    """An Optuna-like trial that samples uniformly with a seeded RNG (validation and tests, no Optuna needed)."""
+
+    def __init__(self, rng: random.Random):
+        self.rng = rng
+
+    def suggest_categorical(self, name, choices):
+        return self.rng.choice(list(choices))
+
+    def suggest_float(self, name, low, high, step=None, log=False):
+        if log:
+            return math.exp(self.rng.uniform(math.log(low), math.log(high)))
+        if step:
+            return low + self.rng.randint(0, int(math.floor((high - low) / step + 1e-9))) * step
+        return self.rng.uniform(low, high)
+
+    def suggest_int(self, name, low, high, step=1, log=False):
+        if log:
+            return int(round(math.exp(self.rng.uniform(math.log(low), math.log(high + 1) - 1e-9) - 0.5)))
+        return low + self.rng.randint(0, (high - low) // step) * step
+
+
+def grid_points(spec: SweepSpec) -> list[dict[str, Any]]:
+    """Every combination of the active parameters (conditions respected, duplicates removed)."""
+    points: list[dict[str, Any]] = [{}]
+    for p in spec.params:
+        nxt = []
+        for point in points:
+            if p.active(lambda k, point=point: config_value(k, point, spec.fixed, spec.families)):
+                nxt.extend({**point, p.key: thaw_value(v)} for v in p.grid_values())
+            else:
+                nxt.append(point)
+        points = nxt
+    unique: dict[str, dict[str, Any]] = {}
+    for point in points:
+        unique.setdefault(json.dumps(point, sort_keys=True), point)
+    return list(unique.values())
+
+
+def trial_raw_config(
+    fixed: dict[str, Any], families: dict[str, dict[str, Any]], sampled: dict[str, Any]
+) -> dict:
+    """The raw {data, model, train} config of one trial: fixed sections + family keys + sampled values."""
+    raw = copy.deepcopy(fixed)
+    name = sampled.get("model.name", raw["model"].get("name"))
+    raw["model"]["name"] = name
+    raw["model"].update(copy.deepcopy(families.get(name, {})))
+    for key, value in sampled.items():
+        section, _, rest = key.partition(".")
+        node = raw[section]
+        parts = rest.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = thaw_value(value)
+    return raw
