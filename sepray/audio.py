@@ -1,6 +1,7 @@
 """The only module that reads and writes audio files (soundfile).
 
-Audio in memory is a float32 tensor of shape (channels, time) in [-1, 1].
+Audio in memory is a float32 tensor of shape (channels, time) in [-1, 1]. Long files are read and written
+in blocks through :class:`AudioReader` and :class:`AudioWriter`, so memory does not grow with their length.
 """
 
 from __future__ import annotations
@@ -27,41 +28,126 @@ def audio_info(path: str | os.PathLike) -> tuple[int, int, int]:
     return info.samplerate, info.channels, info.frames
 
 
+class AudioReader:
+    """An open audio file read in blocks: ``read(start, stop)`` -> (channels, stop - start) float32.
+
+    Samples outside ``[0, frames)`` read as zeros, so callers can ask for filter margins at the edges.
+    Raises AudioError (one line naming the file) when the file is missing, unreadable or empty.
+    Use as a context manager, or call ``close()``.
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise AudioError(f"{self.path}: no such file")
+        try:
+            self._file = sf.SoundFile(str(self.path))
+        except Exception as exc:
+            raise AudioError(
+                f"{self.path}: cannot read audio ({_short(exc)}); expected a WAV/FLAC/OGG file"
+            ) from None
+        self.samplerate = int(self._file.samplerate)
+        self.channels = int(self._file.channels)
+        self.frames = int(self._file.frames)
+        if self.frames == 0:
+            self.close()
+            raise AudioError(f"{self.path}: empty audio file (0 samples)")
+
+    def read(self, start: int, stop: int) -> torch.Tensor:
+        """Frames [start, stop) as (channels, stop - start), zeros outside the file."""
+        if stop < start:
+            raise ValueError(f"{self.path}: cannot read frames [{start}, {stop})")
+        out = torch.zeros(self.channels, stop - start)
+        lo, hi = max(start, 0), min(stop, self.frames)
+        if hi > lo:
+            try:
+                self._file.seek(lo)
+                data = self._file.read(hi - lo, dtype="float32", always_2d=True)
+            except Exception as exc:
+                raise AudioError(f"{self.path}: cannot read audio ({_short(exc)})") from None
+            if data.shape[0] != hi - lo:
+                raise AudioError(f"{self.path}: truncated audio (got {data.shape[0]} of {hi - lo} frames)")
+            out[:, lo - start : hi - start] = torch.from_numpy(data.T)
+        return out
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> AudioReader:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+
+class AudioWriter:
+    """A WAV file written block by block: ``with AudioWriter(path, rate, channels) as w: w.write(block)``.
+
+    Blocks are (channels, time) tensors, clipped to [-1, 1]. The file is written under a temporary name in
+    the same folder and renamed to ``path`` when the ``with`` block ends without an error; on an error the
+    temporary file is deleted, so ``path`` never holds a half-written file.
+    """
+
+    def __init__(
+        self, path: str | os.PathLike, sample_rate: int, channels: int, subtype: str = "PCM_16"
+    ) -> None:
+        self.path = Path(path)
+        self.sample_rate = int(sample_rate)
+        self.channels = int(channels)
+        self.subtype = subtype
+        self.frames = 0
+
+    def __enter__(self) -> AudioWriter:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(suffix=".wav", prefix=".tmp-", dir=self.path.parent)
+        os.close(fd)
+        self._tmp = Path(tmp)
+        try:
+            self._file = sf.SoundFile(
+                tmp, "w", self.sample_rate, self.channels, subtype=self.subtype, format="WAV"
+            )
+        except BaseException:
+            self._tmp.unlink(missing_ok=True)
+            raise
+        return self
+
+    def write(self, audio: torch.Tensor) -> None:
+        """Append a (channels, time) block."""
+        if audio.dim() != 2 or audio.shape[0] != self.channels:
+            raise ValueError(
+                f"{self.path}: expected audio of shape ({self.channels}, time), got {tuple(audio.shape)}"
+            )
+        data = audio.detach().to("cpu", torch.float32).clamp(-1.0, 1.0).numpy().T
+        self._file.write(np.ascontiguousarray(data))
+        self.frames += audio.shape[-1]
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            self._file.close()
+            if exc_type is None:
+                os.chmod(self._tmp, 0o644)  # mkstemp creates owner-only files; outputs are ordinary files
+                os.replace(self._tmp, self.path)
+        finally:
+            self._tmp.unlink(missing_ok=True)  # no-op after the rename
+
+
 def read_audio(path: str | os.PathLike) -> tuple[torch.Tensor, int]:
-    """Decode an audio file -> (tensor (channels, time) float32, sample_rate).
+    """Decode a whole audio file -> (tensor (channels, time) float32, sample_rate).
 
     Raises AudioError (one line naming the file) when the file is missing, unreadable or empty.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise AudioError(f"{path}: no such file")
-    try:
-        data, sr = sf.read(str(path), dtype="float32", always_2d=True)
-    except Exception as exc:
-        raise AudioError(f"{path}: cannot read audio ({_short(exc)}); expected a WAV/FLAC/OGG file") from None
-    if data.shape[0] == 0:
-        raise AudioError(f"{path}: empty audio file (0 samples)")
-    return torch.from_numpy(np.ascontiguousarray(data.T)), int(sr)
+    with AudioReader(path) as reader:
+        return reader.read(0, reader.frames), reader.samplerate
 
 
 def write_audio(
     path: str | os.PathLike, audio: torch.Tensor, sample_rate: int, subtype: str = "PCM_16"
 ) -> None:
     """Write (channels, time) audio atomically (temp file + rename), clipping to [-1, 1]."""
-    path = Path(path)
     if audio.dim() != 2:
         raise ValueError(f"expected audio of shape (channels, time), got {tuple(audio.shape)}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = audio.detach().to("cpu", torch.float32).clamp(-1.0, 1.0).numpy().T
-    fd, tmp = tempfile.mkstemp(suffix=".wav", prefix=".tmp-", dir=path.parent)
-    os.close(fd)
-    try:
-        sf.write(tmp, data, sample_rate, subtype=subtype, format="WAV")
-        os.chmod(tmp, 0o644)  # mkstemp creates owner-only files; outputs are ordinary files
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with AudioWriter(path, sample_rate, audio.shape[0], subtype) as writer:
+        writer.write(audio)
 
 
 def _short(exc: BaseException) -> str:

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +15,7 @@ from typing import Any
 import torch
 
 import sepray
+from sepray.atomic import folder_written_atomically
 from sepray.models import REGISTRY, Separator, build_model
 
 FORMAT = "sepray-model"
@@ -50,19 +49,11 @@ def save_package(model: Separator, directory: str | os.PathLike, model_name: str
         audio_channels=model.audio_channels,
         sources=tuple(model.sources),
     )
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-package-", dir=directory.parent))
-    try:
+    with folder_written_atomically(directory) as tmp:
         meta = {"format": FORMAT, **asdict(info), "sources": list(info.sources)}
         (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
         state = {k: v.detach().to("cpu").clone() for k, v in model.state_dict().items()}
         torch.save(state, tmp / WEIGHTS_FILE)
-        if directory.exists():
-            shutil.rmtree(directory)
-        os.replace(tmp, directory)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return directory
 
 

@@ -2,24 +2,29 @@
 
 Chunking is exact: for every model the chunked result equals running the model once on the whole (padded)
 song, because chunks carry the model's full context (valid models) or halo (same-padding models) and start
-at multiples of the model's ``step``. Memory is bounded by the chunk length, not the song length.
+at multiples of the model's ``step``. Files are separated as a stream (:func:`separate_stream`): read in
+blocks, resampled block by block in whole resampling periods plus the filter's reach (so the result equals
+resampling the whole file), separated chunk by chunk, resampled back and written block by block. Memory is
+bounded by the chunk length, not the song length.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
-import shutil
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Protocol
 
 import torch
 from tqdm import tqdm
 
 from sepray import SOURCES, dsp
-from sepray.audio import AudioError, audio_info, read_audio, write_audio
+from sepray.atomic import folder_written_atomically
+from sepray.audio import AudioError, AudioReader, AudioWriter, audio_info
 from sepray.models import Separator
 from sepray.package import PackageInfo
 
@@ -32,6 +37,45 @@ def _plan_chunk(model: Separator, chunk: int) -> tuple[int, int, int, int]:
     stride = max(step, (n_out // step) * step)
     left = (n_in - n_out) // 2
     return n_in, stride, left, n_in - n_out - left
+
+
+def chunk_windows(model: Separator, length: int, chunk: int) -> Iterator[tuple[int, int, int, int, int]]:
+    """The model calls that separate a signal of ``length`` samples, in order, as (w0, w1, a, b, offset).
+
+    Each call gets input samples [w0, w1) (zeros outside [0, length)) and its output samples
+    [offset, offset + b - a) are the result for samples [a, b). The [a, b) ranges tile [0, length) in order;
+    ``chunk`` is the number of output samples wanted per call (rounded to the model's step).
+    """
+    step = model.step
+    chunk = max(step, (chunk // step) * step)
+    if model.halo == 0:
+        n_in, stride, left, _ = _plan_chunk(model, chunk)
+        for a in range(0, length, stride):
+            yield a - left, a - left + n_in, a, min(length, a + stride), 0
+        return
+    t_pad = math.ceil(length / step) * step  # the model sees the song zero-padded to a multiple of step
+    for a in range(0, t_pad, chunk):
+        b = min(t_pad, a + chunk)
+        w0, w1 = max(0, a - model.halo), min(t_pad, b + model.halo)
+        yield w0, w1, a, min(b, length), a - w0
+
+
+def _segment(x: torch.Tensor, x_start: int, start: int, stop: int) -> torch.Tensor:
+    """Samples [start, stop) of a signal that is ``x`` from sample ``x_start`` on and zero elsewhere.
+
+    (..., n) -> (..., stop - start); a view of ``x`` when the range lies inside it.
+    """
+    lo, hi = max(start, x_start), min(stop, x_start + x.shape[-1])
+    if lo == start and hi == stop:
+        return x[..., start - x_start : stop - x_start]
+    out = x.new_zeros(*x.shape[:-1], stop - start)
+    if hi > lo:
+        out[..., lo - start : hi - start] = x[..., lo - x_start : hi - x_start]
+    return out
+
+
+def _model_call(model: Separator, x: torch.Tensor, device: torch.device | str) -> torch.Tensor:
+    return model.decode(model(x.to(device))).float().cpu()
 
 
 @torch.no_grad()
@@ -48,48 +92,18 @@ def run_chunked(
     """
     model.eval()
     B, C, T = mix.shape
-    S = len(model.sources)
-    out = torch.zeros(B, S, C, T)
-    step = model.step
-    chunk = max(step, (chunk // step) * step)
-
-    def call(x: torch.Tensor) -> torch.Tensor:
-        return model.decode(model(x.to(device))).float().cpu()
-
-    if model.halo == 0:
-        n_in, stride, left, right = _plan_chunk(model, chunk)
-        n_chunks = math.ceil(T / stride)
-        need = (n_chunks - 1) * stride + n_in
-        padded = dsp.pad_to(mix, left, need - left - T)
-        for k in range(n_chunks):
-            y = call(padded[..., k * stride : k * stride + n_in])[..., :stride]
-            a = k * stride
-            b = min(T, a + stride)
-            out[..., a:b] = y[..., : b - a]
-            if progress:
-                progress(1)
-        return out
-    halo = model.halo
-    t_pad = math.ceil(T / step) * step
-    padded = dsp.pad_to(mix, 0, t_pad - T)
-    for a in range(0, t_pad, chunk):
-        b = min(t_pad, a + chunk)
-        w0, w1 = max(0, a - halo), min(t_pad, b + halo)
-        y = call(padded[..., w0:w1])
-        b_out = min(b, T)
-        if b_out > a:
-            out[..., a:b_out] = y[..., a - w0 : b_out - w0]
+    out = torch.zeros(B, len(model.sources), C, T)
+    for w0, w1, a, b, offset in chunk_windows(model, T, chunk):
+        y = _model_call(model, _segment(mix, 0, w0, w1), device)
+        out[..., a:b] = y[..., offset : offset + b - a]
         if progress:
             progress(1)
     return out
 
 
 def count_chunks(model: Separator, length: int, chunk: int) -> int:
-    step = model.step
-    chunk = max(step, (chunk // step) * step)
-    if model.halo == 0:
-        return math.ceil(length / _plan_chunk(model, chunk)[1])
-    return math.ceil(math.ceil(length / step) * step / chunk)
+    """Number of model calls :func:`run_chunked` makes for a signal of ``length`` samples."""
+    return sum(1 for _ in chunk_windows(model, length, chunk))
 
 
 @torch.no_grad()
@@ -104,7 +118,32 @@ def run_whole(model: Separator, mix: torch.Tensor, device: torch.device | str = 
         x = dsp.pad_to(mix, left, n_in - left - T)
     else:
         x = dsp.pad_to(mix, 0, math.ceil(T / model.step) * model.step - T)
-    return model.decode(model(x.to(device))).float().cpu()[..., :T]
+    return _model_call(model, x, device)[..., :T]
+
+
+def _model_batch(model: Separator, mix: torch.Tensor) -> torch.Tensor:
+    """A song's mixture (C, T) -> the model's input batch (B, Cm, T)."""
+    if mix.dim() != 2:
+        raise ValueError(f"expected a (channels, time) mixture, got {tuple(mix.shape)}")
+    if model.audio_channels == 1:
+        return mix.unsqueeze(1)  # (C, 1, T): each channel on its own
+    return dsp.remix(mix, model.audio_channels).unsqueeze(0)  # (1, Cm, T)
+
+
+def _song_estimates(model: Separator, y: torch.Tensor, mix: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Model output (B, S, Cm, T) for a batch made by _model_batch(mix) -> {source: (C, T)} for all SOURCES."""
+    C = mix.shape[0]
+    if model.audio_channels == 1:
+        est = y[:, :, 0].transpose(0, 1)  # (S, C, T)
+    else:
+        est = torch.stack([dsp.remix(s, C) for s in y[0]])
+    result = {name: est[i] for i, name in enumerate(model.sources)}
+    missing = [s for s in SOURCES if s not in result]
+    if missing:
+        rest = mix - sum(result.values())
+        for name in missing:
+            result[name] = rest / len(missing)
+    return result
 
 
 def separate_tensor(
@@ -120,25 +159,121 @@ def separate_tensor(
     A model with one audio channel separates each input channel on its own; a source the model does not
     predict is the mixture minus the sources it does predict (vocals = mix - accompaniment, and so on).
     """
-    if mix.dim() != 2:
-        raise ValueError(f"expected a (channels, time) mixture, got {tuple(mix.shape)}")
-    C = mix.shape[0]
-    if model.audio_channels == 1:
-        batch = mix.unsqueeze(1)  # (C, 1, T): each channel on its own
-    else:
-        batch = dsp.remix(mix, model.audio_channels).unsqueeze(0)  # (1, Cm, T)
+    batch = _model_batch(model, mix)
     y = run_chunked(model, batch, max(1, round(chunk_seconds * sample_rate)), device, progress)
-    if model.audio_channels == 1:
-        est = y[:, :, 0].transpose(0, 1)  # (S, C, T)
-    else:
-        est = torch.stack([dsp.remix(s, C) for s in y[0]])
-    result = {name: est[i] for i, name in enumerate(model.sources)}
-    missing = [s for s in SOURCES if s not in result]
-    if missing:
-        rest = mix - sum(result.values())
-        for name in missing:
-            result[name] = rest / len(missing)
-    return result
+    return _song_estimates(model, y, mix)
+
+
+def separate_song(
+    model: Separator,
+    mix: torch.Tensor,
+    sample_rate: int,
+    model_rate: int,
+    chunk_seconds: float = 10.0,
+    device: torch.device | str = "cpu",
+) -> dict[str, torch.Tensor]:
+    """Separate a whole song held in memory at any rate. mix (C, T) -> {source: (C, T)} at ``sample_rate``.
+
+    Resamples the whole song to ``model_rate``, runs :func:`separate_tensor`, resamples the estimates back.
+    The in-memory reference for :func:`separate_stream`, which gives the same result in bounded memory.
+    """
+    T = mix.shape[-1]
+    est = separate_tensor(
+        model, dsp.resample(mix, sample_rate, model_rate), chunk_seconds, model_rate, device
+    )
+    return {name: _segment(dsp.resample(y, model_rate, sample_rate), 0, 0, T) for name, y in est.items()}
+
+
+def _resampling_period(orig_sr: int, new_sr: int) -> tuple[int, int, int]:
+    """(inp, out, margin): resampling maps each period of ``inp`` input samples to ``out`` output samples,
+    and an output period depends on the input period under it plus ``margin`` periods on each side."""
+    if orig_sr == new_sr:
+        return 1, 1, 0
+    g = math.gcd(orig_sr, new_sr)
+    inp, out = orig_sr // g, new_sr // g
+    # torchaudio's sinc filter reaches ``width`` input samples beyond the period (lowpass_filter_width=6,
+    # rolloff=0.99, its defaults, which dsp.resample uses); one spare period for safety.
+    width = math.ceil(6 * inp / (min(inp, out) * 0.99))
+    return inp, out, -(-width // inp) + 1
+
+
+def resampled_length(length: int, orig_sr: int, new_sr: int) -> int:
+    """Length of ``dsp.resample`` of ``length`` samples."""
+    inp, out, _ = _resampling_period(orig_sr, new_sr)
+    return -(-length * out // inp)
+
+
+def resample_range(
+    read: Callable[[int, int], torch.Tensor], orig_sr: int, new_sr: int, start: int, stop: int
+) -> torch.Tensor:
+    """Samples [start, stop) of ``dsp.resample(x, orig_sr, new_sr)`` (not cropped to its length), where
+    ``read(a, b)`` returns ``x[..., a:b]`` with zeros outside ``x``. (..., stop - start).
+
+    Reads whole resampling periods plus the filter's reach, so every output sample is computed with the same
+    filter phase and input samples as when resampling ``x`` whole.
+    """
+    inp, out, margin = _resampling_period(orig_sr, new_sr)
+    g0, g1 = start // out - margin, -(-stop // out) + margin
+    y = dsp.resample(read(g0 * inp, g1 * inp), orig_sr, new_sr)  # (..., (g1 - g0) * out)
+    return y[..., start - g0 * out : stop - g0 * out]
+
+
+class BlockReader(Protocol):
+    """What :func:`separate_stream` reads from: :class:`sepray.audio.AudioReader` or an equivalent."""
+
+    samplerate: int
+    channels: int
+    frames: int
+
+    def read(self, start: int, stop: int) -> torch.Tensor: ...
+
+
+@torch.no_grad()
+def separate_stream(
+    model: Separator,
+    reader: BlockReader,
+    model_rate: int,
+    chunk_seconds: float = 10.0,
+    device: torch.device | str = "cpu",
+    progress: Callable[[int], None] | None = None,
+) -> Iterator[dict[str, torch.Tensor]]:
+    """Separate a song block by block: yields {source: (channels, n)} for every source in SOURCES, at the
+    reader's rate, in order; the blocks together are ``reader.frames`` samples long.
+
+    Equals :func:`separate_song` on the whole song (up to float rounding) while holding only about one chunk
+    of ``chunk_seconds`` (at the model rate) plus resampling margins in memory. ``progress(1)`` is called
+    after each model call (:func:`count_chunks` at the model rate of them).
+    """
+    model.eval()
+    rate, T = reader.samplerate, reader.frames
+    Tm = resampled_length(T, rate, model_rate)  # the song's length at the model rate
+    inp, out, margin = _resampling_period(model_rate, rate)  # estimates -> output
+    held = torch.zeros(len(SOURCES), reader.channels, 0)  # estimates (S, C, n) at the model rate ...
+    held_start = 0  # ... for samples [held_start, held_start + n)
+    done = 0  # output samples yielded
+
+    def read_held(a: int, b: int) -> torch.Tensor:
+        if max(a, 0) < held_start or min(b, Tm) > held_start + held.shape[-1]:
+            raise AssertionError(f"estimates [{a}, {b}) not held ([{held_start}, +{held.shape[-1]}))")
+        return _segment(held, held_start, a, b)  # zeros from Tm on: held never reaches past Tm
+
+    for w0, w1, a, b, offset in chunk_windows(model, Tm, max(1, round(chunk_seconds * model_rate))):
+        lo, hi = max(w0, 0), max(min(w1, Tm), w0)
+        window = _segment(resample_range(reader.read, rate, model_rate, lo, hi), lo, w0, w1)  # (C, w1 - w0)
+        y = _model_call(model, _model_batch(model, window), device)[..., offset : offset + b - a]
+        est = _song_estimates(model, y, window[:, a - w0 : b - w0])
+        held = torch.cat([held, torch.stack([est[name] for name in SOURCES])], dim=-1)
+        if progress:
+            progress(1)
+        # output samples whose estimates (with the filter's reach) are all known
+        ready = T if b == Tm else min(T, (b // inp - margin) * out)
+        if ready > done:
+            y = resample_range(read_held, model_rate, rate, done, ready)  # (S, C, ready - done)
+            keep = (ready // out - margin) * inp  # the first estimate the next block reads
+            if keep > held_start:
+                held, held_start = held[..., keep - held_start :], keep
+            done = ready
+            yield {name: y[i] for i, name in enumerate(SOURCES)}
 
 
 def check_inputs(paths: list[Path]) -> None:
@@ -166,30 +301,34 @@ def separate_file(
     chunk_seconds: float = 10.0,
     show_progress: bool = True,
 ) -> Path:
-    """Separate one audio file into ``outdir/<song>/{vocals,accompaniment}.wav`` at the input's rate/channels."""
-    audio, sr = read_audio(path)
-    C, T = audio.shape
-    x = dsp.resample(audio, sr, info.sample_rate)
-    n = count_chunks(model, x.shape[-1], max(1, round(chunk_seconds * info.sample_rate)))
-    bar = tqdm(total=n, desc=path.name, unit="chunk", file=sys.stderr, disable=not show_progress)
-    try:
-        est = separate_tensor(model, x, chunk_seconds, info.sample_rate, device, progress=bar.update)
-    finally:
-        bar.close()
-    target = outdir / path.stem
-    outdir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{path.stem}-", dir=outdir))
-    try:
-        for name in SOURCES:
-            y = dsp.resample(est[name], info.sample_rate, sr)
-            y = dsp.pad_to(y, 0, max(0, T - y.shape[-1]))[..., :T]
-            write_audio(tmp / f"{name}.wav", y, sr)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    """Separate one audio file into ``outdir/<song>/{vocals,accompaniment}.wav`` at the input's rate/channels.
+
+    Streams the file (:func:`separate_stream`): memory does not grow with the song's length. The song's folder
+    is written under a temporary name and renamed into place when complete; nothing is left on an error.
+    """
+    with contextlib.ExitStack() as stack:
+        reader = stack.enter_context(AudioReader(path))
+        length = resampled_length(reader.frames, reader.samplerate, info.sample_rate)
+        n = count_chunks(model, length, max(1, round(chunk_seconds * info.sample_rate)))
+        bar = tqdm(total=n, desc=path.name, unit="chunk", file=sys.stderr, disable=not show_progress)
+        stack.callback(bar.close)
+        target = outdir / path.stem
+        outdir.mkdir(parents=True, exist_ok=True)
+        with folder_written_atomically(target) as tmp, contextlib.ExitStack() as files:
+            writers = {
+                name: files.enter_context(
+                    AudioWriter(tmp / f"{name}.wav", reader.samplerate, reader.channels)
+                )
+                for name in SOURCES
+            }
+            blocks = separate_stream(model, reader, info.sample_rate, chunk_seconds, device, bar.update)
+            for block in blocks:
+                for name, writer in writers.items():
+                    writer.write(block[name])
+            files.close()
+            written = {w.frames for w in writers.values()}
+            if written != {reader.frames}:
+                raise AssertionError(f"{path}: wrote {sorted(written)} frames, expected {reader.frames}")
     return target
 
 

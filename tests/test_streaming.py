@@ -1,0 +1,177 @@
+"""Streaming separation: block-wise reading, resampling, separation and writing equals the whole-song path,
+keeps the output folder all-or-nothing, and holds memory bounded by the chunk, not the song."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from sepray import SOURCES, dsp
+from sepray.audio import AudioReader, AudioWriter, read_audio
+from sepray.config import load_config
+from sepray.models import build_model
+from sepray.package import PackageInfo
+from sepray.separate import resample_range, separate_file, separate_song, separate_stream
+from tests.test_package_and_separate import TINY, tiny
+
+
+def unittest_model():
+    cfg = load_config("unittest")
+    torch.manual_seed(0)
+    model = build_model(cfg.model_name, cfg.model)
+    return model, PackageInfo(cfg.model_name, cfg.model, cfg.data.sample_rate, 1, tuple(SOURCES))
+
+
+def noise_file(path: Path, seconds: float, rate: int, channels: int, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    audio = (rng.standard_normal((round(seconds * rate), channels)) * 0.2).astype(np.float32)
+    sf.write(str(path), audio, rate, subtype="FLOAT")
+    return path
+
+
+@pytest.mark.parametrize("rates", [(44100, 8000), (8000, 44100), (48000, 44100), (16000, 16000)])
+def test_resample_range_equals_resampling_whole(rates):
+    torch.manual_seed(0)
+    x = torch.randn(2, 20000)
+    whole = dsp.resample(x, *rates)
+
+    def read(a: int, b: int) -> torch.Tensor:
+        out = torch.zeros(2, b - a)
+        lo, hi = max(a, 0), min(b, x.shape[-1])
+        if hi > lo:
+            out[:, lo - a : hi - a] = x[:, lo:hi]
+        return out
+
+    n = whole.shape[-1]
+    for a, b in [(0, 7), (123, n - 456), (n - 300, n), (n // 2, n // 2 + 1)]:
+        assert torch.allclose(resample_range(read, *rates, a, b), whole[:, a:b], atol=1e-6)
+
+
+def test_reader_pads_with_zeros_and_writer_round_trips(tmp_path):
+    path = noise_file(tmp_path / "x.wav", 0.1, 8000, 2)
+    whole, _ = read_audio(path)
+    with AudioReader(path) as reader:
+        assert (reader.samplerate, reader.channels, reader.frames) == (8000, 2, 800)
+        block = reader.read(-5, 805)
+    assert block.shape == (2, 810) and torch.equal(block[:, 5:805], whole)
+    assert not block[:, :5].any() and not block[:, 805:].any()
+    with AudioWriter(tmp_path / "y.wav", 8000, 2, subtype="FLOAT") as writer:
+        writer.write(whole[:, :300])
+        writer.write(whole[:, 300:])
+    assert torch.equal(read_audio(tmp_path / "y.wav")[0], whole)
+    with pytest.raises(RuntimeError, match="boom"), AudioWriter(tmp_path / "z.wav", 8000, 2) as writer:
+        writer.write(whole)
+        raise RuntimeError("boom")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.wav", "y.wav"]
+
+
+def test_separate_file_equals_whole_song_path(tmp_path):
+    """20 s of 44.1 kHz stereo through the 8 kHz unittest model, 3 s chunks: same as in memory."""
+    model, info = unittest_model()
+    path = noise_file(tmp_path / "song.wav", 20.0, 44100, 2)
+    mix, rate = read_audio(path)
+    reference = separate_song(model, mix, rate, info.sample_rate, chunk_seconds=3.0)
+    folder = separate_file(model, info, path, tmp_path / "out", chunk_seconds=3.0, show_progress=False)
+    assert folder == tmp_path / "out" / "song"
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["song"]
+    for name in SOURCES:
+        got, got_rate = read_audio(folder / f"{name}.wav")
+        assert got_rate == rate and got.shape == mix.shape
+        error = (got - reference[name].clamp(-1, 1)).abs().max().item()
+        assert error < 1e-4, (name, error)  # PCM_16 rounding is 3e-5
+
+
+@pytest.mark.parametrize("key", sorted(TINY))
+@pytest.mark.parametrize("extra", [{}, {"sources": ("accompaniment",)}, {"audio_channels": 2}])
+def test_stream_equals_whole_song_for_every_model(key, extra, tmp_path):
+    if key == "waveunet-same" and "sources" in extra:
+        extra = {**extra, "output": "direct"}  # a 'difference' output needs two sources
+    _, model = tiny(key, **extra)
+    path = noise_file(tmp_path / "song.wav", 1.5, 11025, 2)
+    mix, rate = read_audio(path)
+    reference = separate_song(model, mix, rate, 8000, chunk_seconds=0.2)
+    calls = []
+    with AudioReader(path) as reader:
+        blocks = list(separate_stream(model, reader, 8000, chunk_seconds=0.2, progress=calls.append))
+    assert len(blocks) > 3 and len(calls) >= len(blocks)
+    for name in SOURCES:
+        got = torch.cat([block[name] for block in blocks], dim=-1)
+        assert got.shape == mix.shape
+        assert torch.allclose(got, reference[name], atol=1e-5), (got - reference[name]).abs().max()
+
+
+def test_failure_mid_song_leaves_no_output(tmp_path, monkeypatch):
+    model, info = unittest_model()
+    path = noise_file(tmp_path / "song.wav", 5.0, 8000, 1)
+    out = tmp_path / "out"
+    separate_file(model, info, path, out, chunk_seconds=1.0, show_progress=False)
+    before = {name: read_audio(out / "song" / f"{name}.wav")[0] for name in SOURCES}
+    calls = []
+    real_forward = model.forward
+
+    def fail_on_third_call(x):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("model broke")
+        return real_forward(x)
+
+    monkeypatch.setattr(model, "forward", fail_on_third_call)
+    with pytest.raises(RuntimeError, match="model broke"):
+        separate_file(model, info, path, out, chunk_seconds=1.0, show_progress=False)
+    assert sorted(p.name for p in out.iterdir()) == ["song"]  # no temp folder left behind
+    assert sorted(p.name for p in (out / "song").iterdir()) == sorted(f"{s}.wav" for s in SOURCES)
+    for name in SOURCES:  # the earlier result is untouched
+        assert torch.equal(read_audio(out / "song" / f"{name}.wav")[0], before[name])
+
+
+MEMORY_PROBE = textwrap.dedent(
+    """
+    import resource, sys
+    from pathlib import Path
+    import torch
+    from tests.test_streaming import unittest_model
+    from sepray.separate import separate_file
+
+    torch.set_num_threads(1)
+    model, info = unittest_model()
+    long_song, short_song, out = map(Path, sys.argv[1:4])
+    separate_file(model, info, short_song, out, chunk_seconds=2.0, show_progress=False)  # warm up
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    separate_file(model, info, long_song, out, chunk_seconds=2.0, show_progress=False)
+    print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024)
+    """
+)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="ru_maxrss is in KiB only on Linux")
+def test_memory_stays_bounded_on_a_long_file(tmp_path):
+    """10 minutes of 16 kHz mono (38 MB decoded as float32): the peak RSS grows by a small fraction of that.
+
+    Separating it in memory grows the peak by ~320 MB (decoded song, resampled copies, estimates).
+    """
+    rate, seconds = 16000, 600
+    rng = np.random.default_rng(0)
+    for name, length in (("long", seconds), ("short", 30)):
+        with sf.SoundFile(str(tmp_path / f"{name}.wav"), "w", rate, 1, subtype="PCM_16") as f:
+            for _ in range(length // 10):  # never holds the song
+                f.write((rng.standard_normal(10 * rate) * 0.1).astype(np.float32))
+    decoded = seconds * rate * 4
+    proc = subprocess.run(
+        [sys.executable, "-c", MEMORY_PROBE, *(str(tmp_path / n) for n in ("long.wav", "short.wav", "out"))],
+        cwd=Path(__file__).resolve().parents[1],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    growth = int(proc.stdout.strip().splitlines()[-1])
+    assert growth < decoded / 4, f"peak RSS grew by {growth / 1e6:.1f} MB for a {decoded / 1e6:.0f} MB song"
+    info = sf.info(str(tmp_path / "out" / "long" / "vocals.wav"))
+    assert (info.samplerate, info.channels, info.frames) == (rate, 1, seconds * rate)
