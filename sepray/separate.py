@@ -335,11 +335,14 @@ def separate_file(
 def load_run_model(run_id: str, device: torch.device | str = "cpu", uri: str | None = None):
     """Download and load the model package logged by MLflow run ``run_id`` -> (model, PackageInfo)."""
     from sepray import tracking
-    from sepray.package import load_package
+    from sepray.package import PackageError, load_package
 
     with tempfile.TemporaryDirectory(prefix="sepray-package-") as tmp:
         pkg = tracking.download_package(run_id, tmp, uri)
-        return load_package(pkg, device)
+        try:
+            return load_package(pkg, device)
+        except PackageError as exc:  # name the run's artifact, not the temporary download folder
+            raise PackageError(str(exc).replace(str(pkg), f"run {run_id}: artifact {pkg.name}")) from None
 
 
 def separate_run(

@@ -21,6 +21,9 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+# MLflow draws a progress bar on stderr for every artifact download; our commands keep stderr for messages.
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
 DEFAULT_DB = "mlflow.db"
 PACKAGE_ARTIFACT = "model"
 RUN_CONFIG_ARTIFACT = "run_config.json"

@@ -217,3 +217,23 @@ def _write(path: Path, data: bytes) -> Path:
 def _empty_wav(path: Path) -> Path:
     sf.write(str(path), [], 8000, format="WAV")
     return path
+
+
+def test_separate_rejects_a_package_of_an_unknown_format_version(trained, tmp_path):
+    work, run_id, _ = trained
+    uri = f"sqlite:///{work / 'mlflow.db'}"
+    pkg = tracking.download_package(run_id, tmp_path / "dl", uri)
+    meta = json.loads((pkg / "config.json").read_text())
+    meta["format_version"] = 999
+    (pkg / "config.json").write_text(json.dumps(meta))
+    future = tracking.start_run("sepray", run_name="future-package", uri=uri)
+    future.log_artifacts(pkg, "model")
+    future.end()
+    song = tmp_path / "song.wav"
+    sf.write(str(song), [0.0] * 800, 8000)
+    out = tmp_path / "o"
+    proc = sepray("separate", "--run-id", future.run_id, str(song), "-o", str(out), cwd=work, check=False)
+    assert proc.returncode == 2
+    assert "model/config.json: package format version 999 is not supported" in proc.stderr
+    assert f"run {future.run_id}: artifact model" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and not out.exists()
