@@ -144,24 +144,27 @@ class Trainer:
         }
 
     @torch.no_grad()
-    def estimate(self, mix: torch.Tensor, batch_size: int = 4) -> torch.Tensor:
-        """Waveform estimates for a batch of valid-length crops. (N, C, T_in) -> (N, S, C, T_out)."""
+    def estimate(
+        self, mix: torch.Tensor, target: torch.Tensor | None = None, batch_size: int = 4
+    ) -> tuple[torch.Tensor, float]:
+        """Waveform estimates for valid-length crops, (N, C, T_in) -> (N, S, C, T_out), and the mean loss
+        against ``target`` (N, S, C, T_out) computed from the same forward passes (NaN without a target)."""
         self.model.eval()
-        outs = []
+        outs, losses = [], []
         for i in range(0, mix.shape[0], batch_size):
             out = self._forward(mix[i : i + batch_size].to(self.device))
+            if target is not None:
+                part = target[i : i + batch_size].to(self.device)
+                losses.append(
+                    separation_loss(self.model.head, out, part, self.cfg.train.loss).item() * len(part)
+                )
             outs.append(self.model.decode(out).float().cpu())
-        return torch.cat(outs)
+        loss = sum(losses) / mix.shape[0] if losses else float("nan")
+        return torch.cat(outs), loss
 
     def validate(self) -> dict[str, float]:
         """Median utterance SDR over the fixed validation crops, per source and averaged, plus the valid loss."""
-        est = self.estimate(self.valid_mix)
-        with torch.no_grad():
-            self.model.eval()
-            out = self._forward(self.valid_mix[:4].to(self.device))
-            valid_loss = separation_loss(
-                self.model.head, out, self.valid_target[:4].to(self.device), self.cfg.train.loss
-            )
+        est, valid_loss = self.estimate(self.valid_mix, self.valid_target)
         sdr = crop_sdr(self.valid_target, est)
         result: dict[str, float] = {"valid_loss": float(valid_loss)}
         for i, source in enumerate(self.sources):
