@@ -37,7 +37,7 @@ from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 
 import sepray
-from sepray import tracking
+from sepray import tracking, tune_snapshot
 from sepray.search_space import grid_points
 from sepray.sweep_spec import GRID_KEY, SpecError, SweepSpec, load_spec
 from sepray.trial_runs import (
@@ -126,6 +126,39 @@ class ChildRunCloser(Callback):
             print(f"sepray: could not close the MLflow run of trial {trial.trial_id}: {exc}", file=sys.stderr)
 
 
+class StateSnapshot(Callback):
+    """After each save of Tune's experiment state, keeps a consistent copy of it (picklable).
+
+    See :mod:`sepray.tune_snapshot`: Tune's own copy to the experiment folder can mix two saves when the driver
+    is killed; ``--resume`` restores this copy instead. Tune calls ``get_state`` right after writing the trial
+    list and the searcher state to its driver staging folder, which the trial hooks tell us.
+    """
+
+    def __init__(self, experiment: str):
+        self.experiment = experiment
+        self._staging: str | None = None
+
+    def _note(self, trial) -> None:
+        self._staging = trial.storage.experiment_driver_staging_path
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self._note(trial)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        self._note(trial)
+
+    def get_state(self):
+        if self._staging is not None:
+            try:
+                tune_snapshot.take(Path(self._staging), Path(self.experiment))
+            except OSError as exc:  # never break the sweep over it; --resume falls back to Tune's own files
+                print(f"sepray: could not copy Tune's experiment state: {exc}", file=sys.stderr)
+        return None
+
+    def __getstate__(self):
+        return {"experiment": self.experiment, "_staging": None}
+
+
 def build_tuner_parts(spec: SweepSpec, sweep: dict[str, Any]) -> dict[str, Any]:
     """The trainable, param space, TuneConfig and RunConfig of a sweep (also used by tests)."""
     import optuna
@@ -163,6 +196,9 @@ def build_tuner_parts(spec: SweepSpec, sweep: dict[str, Any]) -> dict[str, Any]:
             reduction_factor=spec.scheduler.reduction_factor,
         )
     namer = TrialNamer(sweep)
+    callbacks: list[Callback] = [ChildRunCloser(spec.name, sweep["parent_run_id"], sweep["uri"])]
+    if experiment_dir(spec) is not None:
+        callbacks.append(StateSnapshot(str(experiment_dir(spec))))
     tune_config = tune.TuneConfig(
         search_alg=search_alg,
         scheduler=scheduler,
@@ -182,7 +218,7 @@ def build_tuner_parts(spec: SweepSpec, sweep: dict[str, Any]) -> dict[str, Any]:
             checkpoint_score_attribute=spec.metric,
             checkpoint_score_order=spec.mode,
         ),
-        callbacks=[ChildRunCloser(spec.name, sweep["parent_run_id"], sweep["uri"])],
+        callbacks=callbacks,
         verbose=1,
     )
     return {
@@ -365,6 +401,11 @@ def open_parent_run(spec: SweepSpec, spec_path: str, resume: bool, log=print) ->
 def _fit(spec: SweepSpec, sweep: dict[str, Any], resume: bool, log=print):
     parts = build_tuner_parts(spec, sweep)
     path = f"{storage_path(spec).rstrip('/')}/{spec.name}"
+    exp_dir = experiment_dir(spec)
+    if resume and exp_dir is not None and exp_dir.is_dir():
+        session = tune_snapshot.restore(exp_dir)
+        if session is not None:
+            log(f"restoring Tune's experiment state saved at {session}")
     if resume and not tune.Tuner.can_restore(path):
         log(f"{path}: Tune had not saved its state yet; starting the trials again under the same parent run")
         resume = False

@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from sepray import tracking
 
 REPO = Path(__file__).resolve().parents[2]
@@ -73,7 +75,18 @@ def ray_trials(exp_dir: Path) -> dict[str, list[dict]]:
     return trials
 
 
-def test_killed_sweep_resumes_without_lost_or_doubled_runs(tmp_path):
+def _first_epochs_reported(exp_dir: Path) -> bool:
+    return len(list(exp_dir.glob("*/checkpoint_*"))) >= 2
+
+
+def _later_trials_started(exp_dir: Path) -> bool:
+    """A trial has finished and the searcher has created the next ones: when Tune's state changes most."""
+    finished = list(exp_dir.glob(f"*/checkpoint_{EPOCHS - 1:06d}"))
+    return bool(finished) and len([p for p in exp_dir.iterdir() if p.is_dir()]) > 2
+
+
+@pytest.mark.parametrize("kill_when", [_first_epochs_reported, _later_trials_started], ids=["early", "late"])
+def test_killed_sweep_resumes_without_lost_or_doubled_runs(tmp_path, kill_when):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PYTHONWARNINGS": "ignore"}
     exp_dir = tmp_path / "ray_results" / NAME
@@ -89,7 +102,7 @@ def test_killed_sweep_resumes_without_lost_or_doubled_runs(tmp_path):
     try:
         deadline = time.time() + 240
         while time.time() < deadline and driver.poll() is None:
-            if len(list(exp_dir.glob("*/checkpoint_*"))) >= 2:  # some trials have reported an epoch
+            if exp_dir.is_dir() and kill_when(exp_dir):
                 break
             time.sleep(0.5)
         assert driver.poll() is None, (
@@ -125,8 +138,12 @@ def test_killed_sweep_resumes_without_lost_or_doubled_runs(tmp_path):
     assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
     assert "resuming sweep" in proc.stdout
 
-    trials = ray_trials(exp_dir)
-    assert len(trials) == TRIALS, sorted(trials)
+    # Tune's view after the resume; a trial created after Tune's last saved state (killed before it was
+    # saved) is proposed again under a new id and leaves its old folder behind
+    final = json.loads((exp_dir / "sepray_trials.json").read_text())
+    assert len(final) == TRIALS and not any(t["error"] for t in final), final
+    trials = {k: v for k, v in ray_trials(exp_dir).items() if k in {t["trial_id"] for t in final}}
+    assert len(trials) == TRIALS, (sorted(trials), final)
     for trial_id, results in trials.items():
         assert results[-1]["done_epochs"] == EPOCHS, (trial_id, results[-1])
     trained_finals = [
