@@ -17,11 +17,8 @@ Trials that ASHA stops, that fail for good, or that a killed driver left behind 
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
-import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,9 +33,9 @@ from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 
-import sepray
 from sepray import tracking, tune_snapshot
 from sepray.search_space import grid_points
+from sepray.sweep_parent import start_parent_run
 from sepray.sweep_spec import GRID_KEY, SpecError, SweepSpec, load_spec
 from sepray.trial_runs import (
     OUTCOME,
@@ -238,63 +235,6 @@ def experiment_dir(spec: SweepSpec) -> Path | None:
     return None if "://" in spec.storage else Path(storage_path(spec)) / spec.name
 
 
-def git_commit() -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            cwd=Path(sepray.__file__).resolve().parent,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
-
-
-def start_parent_run(spec: SweepSpec, uri: str, spec_path: str | None) -> tracking.Run:
-    """The sweep's parent run: spec, search space, versions, git commit."""
-    import optuna
-
-    tags = {
-        "sepray.kind": "sweep",
-        "sepray.sweep": spec.name,
-        "sepray.version": sepray.__version__,
-        "ray.version": ray.__version__,
-        "optuna.version": optuna.__version__,
-        "python.version": platform.python_version(),
-        "sepray.smoke_test": spec.smoke_test,
-    }
-    commit = git_commit()
-    if commit:
-        tags["git.commit"] = commit
-    if spec.description:
-        tags["mlflow.note.content"] = spec.description
-    run = tracking.start_run(spec.name, run_name=f"sweep-{spec.name}", tags=tags, uri=uri)
-    run.log_params(
-        {
-            "algorithm": spec.search.algorithm,
-            "num_samples": spec.num_samples,
-            "max_concurrent": spec.search.max_concurrent,
-            "seed": spec.search.seed,
-            "scheduler": json.dumps(dataclasses.asdict(spec.scheduler)),
-            "metric": spec.metric,
-            "mode": spec.mode,
-            "select": spec.select,
-            "top_k": spec.top_k,
-            "epochs_per_trial": spec.epochs,
-            "steps_per_epoch": spec.fixed["train"].get("steps_per_epoch"),
-            "resources": json.dumps(dataclasses.asdict(spec.resources)),
-            "searched": ",".join(p.key for p in spec.params),
-        }
-    )
-    run.log_dict(spec.raw, "sweep_spec.json")
-    run.log_dict(spec.describe_space(), "search_space.json")
-    if spec_path and Path(spec_path).is_file():
-        run.log_artifact(spec_path)
-    return run
-
-
 def _prepare_data(spec: SweepSpec) -> None:
     """Generate the synthetic corpus once in the driver, so trials do not wait on each other to build it."""
     from sepray.config import DataConfig, build_dataclass
@@ -444,7 +384,14 @@ def _init_ray(address: str | None, num_cpus: int | None) -> None:
             ray.init(address=address)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         where = "a local Ray instance" if address is None else f"the Ray cluster at {address}"
-        raise SweepError(f"cannot start or join {where}: {str(exc).strip().splitlines()[0]}") from None
+        hint = ""
+        if address not in (None, "auto") and not os.environ.get("RAY_AUTH_MODE"):
+            # Ray sends its token to an explicitly named address only when told to
+            hint = (
+                "; if that cluster uses token authentication (Ray's default when its head has a token), "
+                "set RAY_AUTH_MODE=token and the cluster's token in RAY_AUTH_TOKEN or ~/.ray/auth_token"
+            )
+        raise SweepError(f"cannot start or join {where}: {str(exc).strip().splitlines()[0]}{hint}") from None
 
 
 def main(argv: list[str] | None = None) -> int:

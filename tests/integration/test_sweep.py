@@ -185,9 +185,10 @@ def test_separate_with_the_winner(sweep):
 
 def test_a_configuration_proposed_twice_is_trained_once(tmp_path, monkeypatch):
     """The trial body without Ray: a second trial with the same config replays the first one's results."""
+    from sepray.sweep_parent import start_parent_run
     from sepray.sweep_spec import load_spec
     from sepray.trial_runs import run_trial, sweep_context
-    from sepray.tuning import _prepare_data, start_parent_run
+    from sepray.tuning import _prepare_data
 
     monkeypatch.chdir(tmp_path)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"

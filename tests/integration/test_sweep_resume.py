@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from sepray import tracking
+from tests.procs import alive, descendants
 
 REPO = Path(__file__).resolve().parents[2]
 SPEC = REPO / "sweeps" / "quickstart.yaml"
@@ -34,36 +35,6 @@ ARGS = [
     "--set",
     "scheduler=none",  # every trial runs its whole budget, so "finished once" is checkable
 ]
-
-
-def _proc_stat(pid: int) -> tuple[str, int]:
-    text = Path(f"/proc/{pid}/stat").read_text()
-    fields = text[text.rindex(")") + 2 :].split()
-    return fields[0], int(fields[1])  # state, parent pid
-
-
-def descendants(root: int) -> list[int]:
-    """Every process below ``root`` (read from /proc)."""
-    children: dict[int, list[int]] = {}
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            try:
-                children.setdefault(_proc_stat(int(name))[1], []).append(int(name))
-            except (OSError, ValueError):
-                continue
-    out, todo = [], [root]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            out.append(child)
-            todo.append(child)
-    return out
-
-
-def alive(pid: int) -> bool:
-    try:
-        return _proc_stat(pid)[0] != "Z"
-    except (OSError, ValueError):
-        return False
 
 
 def ray_trials(exp_dir: Path) -> dict[str, list[dict]]:
