@@ -25,6 +25,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import ray
 from ray import tune
@@ -265,9 +266,7 @@ def run_sweep(
     _init_ray(address, num_cpus)
     try:
         parent, uri = open_parent_run(spec, spec_path, resume, log)
-        if address is not None and uri.startswith("sqlite:"):
-            log(f"note: trials on other nodes log to {uri}: every node must see that file at that path")
-        sweep = sweep_context(spec, uri, parent.run_id)
+        sweep = sweep_context(spec, trial_tracking_uri(uri, address, log), parent.run_id)
         started = time.time()
         try:
             _prepare_data(spec)
@@ -371,6 +370,34 @@ def _trial_summary(result) -> dict[str, Any]:
     metrics = result.metrics or {}
     keys = ("trial_id", "signature", "mlflow_run_id", "done_epochs", "reused")
     return {"error": result.error is not None, **{k: metrics.get(k) for k in keys}}
+
+
+def trial_tracking_uri(uri: str, address: str | None, log=print) -> str:
+    """The tracking URI the trials log to: on a cluster, a server on this node's loopback by its node address.
+
+    ``MLFLOW_TRACKING_URI=http://127.0.0.1:5000`` is right for a driver on the head, wrong for a trial on another
+    node (its own loopback). The server must listen on that address (``--host 0.0.0.0``) and accept it as a Host
+    header (MLflow accepts private addresses by default; others need ``--allowed-hosts``).
+    """
+    if address is None:
+        return uri
+    if uri.startswith("sqlite:"):
+        log(f"note: trials on other nodes log to {uri}: every node must see that file at that path")
+        return uri
+    parsed = urlsplit(uri)
+    if parsed.scheme in ("http", "https") and parsed.hostname in ("localhost", "127.0.0.1", "::1"):
+        node = ray.util.get_node_ip_address()
+        host = f"[{node}]" if ":" in node else node
+        userinfo = parsed.netloc.rpartition("@")[0]
+        netloc = (f"{userinfo}@" if userinfo else "") + (f"{host}:{parsed.port}" if parsed.port else host)
+        new = urlunsplit(parsed._replace(netloc=netloc))
+        shown = urlunsplit(parsed._replace(netloc=netloc.rpartition("@")[2]))  # no credentials in the log
+        log(
+            f"note: {uri.replace(parsed.netloc, parsed.netloc.rpartition('@')[2])} is this node's loopback; "
+            f"trials log to {shown} so that other nodes reach it"
+        )
+        return new
+    return uri
 
 
 def _init_ray(address: str | None, num_cpus: int | None) -> None:

@@ -1,11 +1,12 @@
 """The cluster topology on one machine: a real `ray start --head` (token authentication on, as Ray 2.60 sets
-it up for a head that has a token) and a real `mlflow server` with proxied artifacts, as cluster.yaml runs
-them; `sweeps/run.py --address HOST:PORT` joins that cluster, every trial logs through the server, and
-`sepray separate` reads the winner back through it."""
+it up for a head that has a token) and a real `mlflow server` with proxied artifacts listening on every
+interface, as cluster.yaml runs them; `sweeps/run.py --address HOST:PORT` joins that cluster, every trial logs
+through the server by the node's address, and `sepray separate` reads the winner back through it."""
 
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import socket
 import subprocess
@@ -54,29 +55,7 @@ def cluster(tmp_path_factory):
     work = tmp_path_factory.mktemp("cluster")
     token = secrets.token_hex(32)
     auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}
-    url = f"http://127.0.0.1:{free_port()}"
     mlflow_log, ray_log = work / "mlflow.log", work / "ray.log"
-    server = subprocess.Popen(
-        [
-            str(BIN / "mlflow"),
-            "server",
-            "--backend-store-uri",
-            f"sqlite:///{work / 'server.db'}",
-            "--artifacts-destination",
-            str(work / "artifacts"),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            url.rsplit(":", 1)[1],
-            "--workers",
-            "1",
-        ],
-        cwd=work,
-        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
-        stdout=mlflow_log.open("w"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
     port = free_port()
     head = subprocess.Popen(
         [
@@ -97,13 +76,48 @@ def cluster(tmp_path_factory):
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
+    server = None
     try:
-        wait_for(lambda: _healthy(url), "mlflow server", mlflow_log)
         wait_for(lambda: "Ray runtime started" in ray_log.read_text(), "ray head", ray_log)
-        yield {"work": work, "url": url, "address": f"127.0.0.1:{port}", "auth": auth}
+        node_ip = re.search(r"Local node IP: (\S+)", ray_log.read_text()).group(1)
+        mlflow_port = free_port()
+        hosts = ",".join(f"{h}:{mlflow_port}" for h in ("127.0.0.1", "localhost", node_ip))
+        server = subprocess.Popen(
+            [
+                str(BIN / "mlflow"),
+                "server",
+                "--backend-store-uri",
+                f"sqlite:///{work / 'server.db'}",
+                "--artifacts-destination",
+                str(work / "artifacts"),
+                "--host",
+                "0.0.0.0",  # as on a cluster head: trials on other nodes reach it by the node's address
+                "--port",
+                str(mlflow_port),
+                "--allowed-hosts",
+                hosts,
+                "--workers",
+                "1",
+            ],
+            cwd=work,
+            env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+            stdout=mlflow_log.open("w"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        url = f"http://127.0.0.1:{mlflow_port}"
+        wait_for(lambda: _healthy(url), "mlflow server", mlflow_log)
+        yield {
+            "work": work,
+            "url": url,
+            "trial_url": f"http://{node_ip}:{mlflow_port}",
+            "address": f"127.0.0.1:{port}",
+            "auth": auth,
+        }
     finally:
         stop_group(head)
-        stop_group(server)
+        if server is not None:
+            stop_group(server)
 
 
 def run_driver(cluster, *args: str, auth: bool = True, timeout: int = 400) -> subprocess.CompletedProcess:
@@ -125,6 +139,9 @@ def test_sweep_joins_the_cluster_and_logs_through_the_tracking_server(cluster, t
     proc = run_driver(cluster, "--address", cluster["address"])
     assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
     assert "Connecting to existing Ray cluster" in proc.stderr + proc.stdout  # joined, did not start its own
+    # the driver's loopback URI would be each node's own loopback: trials log by this node's address instead
+    # (the server accepts that Host header only because the fixture allowed it, so the trials really used it)
+    assert f"trials log to {cluster['trial_url']} so that other nodes reach it" in proc.stdout
     uri = cluster["url"]
     runs = tracking.find_runs(NAME, uri=uri)
     parents = [r for r in runs if r.data.tags.get("sepray.kind") == "sweep"]
