@@ -94,6 +94,7 @@ class TrainConfig:
     loss: str = "auto"  # auto (cross-entropy for mu-law heads, MSE otherwise) | mse | l1
     device: str = "auto"  # auto (CUDA when present) | cpu | cuda | cuda:N
     amp: bool = True  # mixed precision, used on CUDA only
+    multi_gpu: bool = True  # device auto/cuda with several visible GPUs: split each batch across all of them
     seed: int = 0
     valid_crops: int = 16  # fixed validation crops scored each epoch
     valid_seconds: float = 2.0

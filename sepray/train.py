@@ -66,6 +66,11 @@ class Trainer:
         seed_everything(tc.seed)
         self.device = resolve_device(str(device) if device is not None else tc.device)
         self.model = build_model(cfg.model_name, cfg.model).to(self.device)
+        # a trial given several GPUs (resources.gpu: 2 in a sweep spec) sees them all: split each batch
+        self.devices = self._devices(tc)
+        self.net: torch.nn.Module = self.model
+        if len(self.devices) > 1:
+            self.net = torch.nn.DataParallel(self.model, device_ids=self.devices)
         check_loss(self.model.head, tc.loss)
         sr = cfg.data.sample_rate
         self.sample_rate = sr
@@ -100,13 +105,19 @@ class Trainer:
         self.train_seconds = 0.0
         self.history: list[dict[str, float]] = []
 
+    def _devices(self, tc) -> list[int]:
+        """CUDA device indices that share each batch: all visible GPUs for ``cuda`` / ``auto``, else one."""
+        if self.device.type != "cuda" or not tc.multi_gpu or self.device.index is not None:
+            return [] if self.device.type != "cuda" else [self.device.index or 0]
+        return list(range(torch.cuda.device_count()))
+
     @property
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.model.parameters())
 
     def _forward(self, mix: torch.Tensor) -> torch.Tensor:
         with torch.autocast(device_type=self.device.type, enabled=self.use_amp):
-            return self.model(mix)
+            return self.net(mix)
 
     def train_epoch(self, on_step=None) -> dict[str, float]:
         """Run ``steps_per_epoch`` optimizer steps. Returns {"train_loss", "lr", "steps_per_second"}."""

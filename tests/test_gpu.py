@@ -51,3 +51,27 @@ def test_cuda_inference_matches_cpu():
     cpu = run_chunked(trainer.model, mix, chunk=1000)
     gpu = run_chunked(trainer.model.to("cuda"), mix, chunk=1000, device="cuda")
     assert torch.allclose(cpu, gpu, atol=1e-4)
+
+
+def test_one_device_trains_without_a_data_parallel_wrapper():
+    trainer = Trainer(load_config("unittest"), device="cpu")
+    assert trainer.net is trainer.model and trainer.devices == []
+
+
+@pytest.mark.skipif(
+    torch.cuda.device_count() < 2,
+    reason=f"{torch.cuda.device_count()} CUDA device(s) visible: the multi-GPU trial path needs 2 or more",
+)
+def test_multi_gpu_trial_splits_each_batch_across_the_visible_gpus(tmp_path):
+    cfg = load_config("unittest", ["train.epochs=1", "train.steps_per_epoch=2", "train.device=cuda"])
+    trainer = Trainer(cfg)
+    assert isinstance(trainer.net, torch.nn.DataParallel)
+    assert trainer.devices == list(range(torch.cuda.device_count()))
+    metrics = trainer.train_epoch()
+    assert metrics["train_loss"] == metrics["train_loss"]
+    trainer.save_checkpoint(tmp_path)  # the plain model's weights, no "module." prefix
+    single = Trainer(load_config("unittest", ["train.device=cuda:0"]))
+    single.load_checkpoint(tmp_path)
+    assert single.net is single.model
+    for a, b in zip(single.model.parameters(), trainer.model.parameters(), strict=True):
+        assert torch.equal(a, b)
