@@ -107,9 +107,11 @@ class Trainer:
 
     def _devices(self, tc) -> list[int]:
         """CUDA device indices that share each batch: all visible GPUs for ``cuda`` / ``auto``, else one."""
-        if self.device.type != "cuda" or not tc.multi_gpu or self.device.index is not None:
-            return [] if self.device.type != "cuda" else [self.device.index or 0]
-        return list(range(torch.cuda.device_count()))
+        if self.device.type != "cuda":
+            return []
+        if tc.multi_gpu and self.device.index is None:
+            return list(range(torch.cuda.device_count()))
+        return [self.device.index or 0]
 
     @property
     def num_parameters(self) -> int:

@@ -9,8 +9,8 @@ two trials, believing it made four (seen in CI).
 
 :func:`take` copies the files of one save (all ending in the same session stamp) right after Tune wrote them,
 into ``<experiment>/sepray_tune_state`` (written to a temporary folder, then renamed). :func:`restore` puts
-that copy back in place of Tune's own files before ``Tuner.restore``. The copy lags Tune by at most one save
-(``TUNE_GLOBAL_CHECKPOINT_S``); a trial created after it is proposed again on resume (the seeded searcher is
+that copy back in place of Tune's own files before ``Tuner.restore``. It is Tune's latest save, taken every
+``TUNE_GLOBAL_CHECKPOINT_S``; a trial created after it is proposed again on resume (the seeded searcher is
 restored to the same point) and reattaches to its MLflow run by signature.
 """
 

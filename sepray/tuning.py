@@ -195,8 +195,9 @@ def build_tuner_parts(spec: SweepSpec, sweep: dict[str, Any]) -> dict[str, Any]:
         )
     namer = TrialNamer(sweep)
     callbacks: list[Callback] = [ChildRunCloser(spec.name, sweep["parent_run_id"], sweep["uri"])]
-    if experiment_dir(spec) is not None:
-        callbacks.append(StateSnapshot(str(experiment_dir(spec))))
+    exp_dir = experiment_dir(spec)
+    if exp_dir is not None:
+        callbacks.append(StateSnapshot(str(exp_dir)))
     tune_config = tune.TuneConfig(
         search_alg=search_alg,
         scheduler=scheduler,

@@ -15,6 +15,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
 import soundfile as sf
 
@@ -155,8 +156,6 @@ def test_sweep_joins_the_cluster_and_logs_through_the_tracking_server(cluster, t
     assert not (cluster["work"] / "mlartifacts").exists() and not (cluster["work"] / "mlflow.db").exists()
 
     song = tmp_path / "song.wav"
-    import numpy as np
-
     sf.write(song, 0.1 * np.random.default_rng(0).standard_normal((8000 * 3, 2)), 8000)
     out = tmp_path / "separated"
     sep = subprocess.run(
