@@ -1,4 +1,4 @@
-"""Write a whole folder or nothing: build it under a temporary name beside its target, then rename it in."""
+"""Write a whole folder or file or nothing: build it under a temporary name beside its target, then rename it in."""
 
 from __future__ import annotations
 
@@ -32,3 +32,26 @@ def folder_written_atomically(directory: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+@contextlib.contextmanager
+def file_written_atomically(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]:
+    """Yield a temporary file path beside ``path``; on success it replaces ``path``, on any error it is removed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.name}-", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.chmod(tmp_path, 0o644)  # mkstemp makes owner-only files; outputs are ordinary files
+        os.replace(tmp_path, path)
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+
+
+def write_text_atomically(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` so that readers see the old content or the new, never a part."""
+    with file_written_atomically(path) as tmp:
+        tmp.write_text(text)

@@ -14,8 +14,10 @@ import numpy as np
 import soundfile as sf
 import torch
 
+from sepray.errors import UserError
 
-class AudioError(ValueError):
+
+class AudioError(UserError, ValueError):
     """An audio file that cannot be used; the message names the file."""
 
 

@@ -8,17 +8,9 @@ import sys
 from pathlib import Path
 
 import sepray
+from sepray.errors import UsageError, UserError
 
 EXIT_USER_ERROR = 2
-
-
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from sepray.audio import AudioError
-    from sepray.config import ConfigError
-    from sepray.package import PackageError
-    from sepray.tracking import TrackingError
-
-    return (AudioError, ConfigError, PackageError, TrackingError, FileNotFoundError, ValueError)
 
 
 def cmd_data_synth(args: argparse.Namespace) -> None:
@@ -35,10 +27,10 @@ def cmd_train(args: argparse.Namespace) -> None:
     from sepray.train import train_run
 
     if args.config is None and args.resume is None:
-        raise ValueError("sepray train: give a CONFIG (YAML path or preset name) or --resume RUN_ID")
+        raise UsageError("sepray train: give a CONFIG (YAML path or preset name) or --resume RUN_ID")
     cfg = load_config(args.config, args.set) if args.config is not None else None
     if args.resume is not None and args.set and cfg is None:
-        raise ValueError("--set needs CONFIG when resuming")
+        raise UsageError("--set needs CONFIG when resuming")
     result = train_run(
         cfg,
         experiment=args.experiment,
@@ -77,6 +69,37 @@ def cmd_score(args: argparse.Namespace) -> None:
 
     result = score_folders(args.reference_dir, args.estimate_dir, json_path=args.json)
     print(format_table(result))
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from sepray.sweep.driver import run_sweep
+
+    try:
+        outcome = run_sweep(
+            args.spec,
+            args.set,
+            smoke_test=args.smoke_test,
+            resume=args.resume,
+            address=args.address,
+            num_cpus=args.num_cpus,
+        )
+    except KeyboardInterrupt:
+        print("interrupted; continue the sweep: the same command with --resume", file=sys.stderr)
+        return 130
+    if outcome.get("interrupted"):
+        return 130
+    return 0 if outcome.get("best_run_id") else 1
+
+
+def add_sweep_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("spec", help="sweep spec YAML, e.g. sweeps/quickstart.yaml")
+    p.add_argument(
+        "--address", default=None, help="join a Ray cluster: auto or HOST:PORT (default: local Ray)"
+    )
+    p.add_argument("--resume", action="store_true", help="continue an interrupted sweep of this spec")
+    p.add_argument("--smoke-test", action="store_true", help="tiny budget that exercises everything")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a spec key")
+    p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray instance (default: all)")
 
 
 def cmd_presets(args: argparse.Namespace) -> None:
@@ -133,6 +156,15 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--json", type=Path, help="write per-song/source frame values and medians here")
     sc.set_defaults(func=cmd_score)
 
+    sw = sub.add_parser(
+        "sweep",
+        help="run a sweep spec on Ray Tune (local Ray unless --address), tracked in MLflow",
+        description="Run a sweep spec on Ray Tune (local Ray unless --address), tracked in MLflow. "
+        "The same command as `python sweeps/run.py SPEC`.",
+    )
+    add_sweep_arguments(sw)
+    sw.set_defaults(func=cmd_sweep)
+
     pr = sub.add_parser("presets", help="list the configs shipped with sepray")
     pr.set_defaults(func=cmd_presets)
     return p
@@ -141,17 +173,17 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        args.func(args)
+        code = args.func(args)
     except KeyboardInterrupt:
         print("sepray: interrupted", file=sys.stderr)
         return 130
-    except _user_errors() as exc:
+    except UserError as exc:
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         print(f"sepray: error: {msg}", file=sys.stderr)
         if os.environ.get("SEPRAY_DEBUG"):
             raise
         return EXIT_USER_ERROR
-    return 0
+    return code or 0
 
 
 if __name__ == "__main__":

@@ -12,9 +12,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from sepray import SOURCES, metrics
+from sepray import SOURCES, metrics, names
 from sepray.config import run_config_from_dict
 from sepray.data import load_splits
+from sepray.errors import MissingFileError, UsageError
+from sepray.numbers import json_safe, nanmean, nanmedian
 from sepray.separate import load_run_model, separate_tensor
 
 METRIC_NOTE = (
@@ -27,15 +29,15 @@ def evaluate_songs(
 ) -> dict[str, Any]:
     """Separate and score ``songs`` -> {"songs": {name: {source: sdr}}, "median": {source: sdr}, baselines}."""
     per_song: dict[str, dict[str, float]] = {}
-    base: dict[str, dict[str, dict[str, float]]] = {"mix": {}, "halfmix": {}}
+    base: dict[str, dict[str, dict[str, float]]] = {name: {} for name in names.BASELINES}
     for song in songs:
         est = separate_tensor(model, song.mix, chunk_seconds, sample_rate, device)
         refs = torch.stack([song.sources[s] for s in SOURCES])
         ests = torch.stack([est[s] for s in SOURCES])
         per_song[song.name] = _medians(metrics.sdr_frames(refs, ests, sample_rate))
         mix = song.mix.unsqueeze(0).expand_as(refs)
-        base["mix"][song.name] = _medians(metrics.sdr_frames(refs, mix, sample_rate))
-        base["halfmix"][song.name] = _medians(metrics.sdr_frames(refs, 0.5 * mix, sample_rate))
+        for name, trivial in metrics.trivial_estimates(mix).items():
+            base[name][song.name] = _medians(metrics.sdr_frames(refs, trivial, sample_rate))
     return {
         "metric": METRIC_NOTE,
         "songs": per_song,
@@ -50,11 +52,7 @@ def _medians(frames: np.ndarray) -> dict[str, float]:
 
 
 def _over_songs(per_song: dict[str, dict[str, float]]) -> dict[str, float]:
-    out = {}
-    for s in SOURCES:
-        vals = np.array([v[s] for v in per_song.values()], dtype=float)
-        out[s] = float(np.nanmedian(vals)) if np.isfinite(vals).any() else float("nan")
-    return out
+    return {s: nanmedian([v[s] for v in per_song.values()]) for s in SOURCES}
 
 
 def format_evaluation(result: dict[str, Any]) -> str:
@@ -87,7 +85,7 @@ def evaluate_run(
     ``evaluation/<split>_sdr.json`` + ``.txt`` table to the run; returns the result dict.
     """
     from sepray import tracking
-    from sepray.train import resolve_device
+    from sepray.device import resolve_device
 
     dev = resolve_device(device)
     model, info = load_run_model(run_id, dev, uri)
@@ -95,35 +93,27 @@ def evaluate_run(
     data = cfg.data
     if data_path is not None:
         if not Path(data_path).exists():
-            raise FileNotFoundError(f"{data_path}: no such dataset folder")
+            raise MissingFileError(f"{data_path}: no such dataset folder")
         data = dataclasses.replace(data, path=str(data_path), layout="auto")
     if data.sample_rate != info.sample_rate:
         data = dataclasses.replace(data, sample_rate=info.sample_rate)
     splits = load_splits(data)
     if split not in splits:
-        raise ValueError(f"--split {split!r}: expected one of {sorted(splits)}")
+        raise UsageError(f"--split {split!r}: expected one of {sorted(splits)}")
     songs = splits[split]
     if not songs:
-        raise ValueError(f"{data.path or 'synthetic corpus'}: the {split} split has no songs")
+        raise UsageError(f"{data.path or 'synthetic corpus'}: the {split} split has no songs")
     result = evaluate_songs(
         model, songs, info.sample_rate, dev, chunk_seconds or cfg.train.eval_chunk_seconds
     )
     result.update({"run_id": run_id, "split": split, "data": data.path or "synthetic"})
     if log:
         run = tracking.attach_run(run_id, uri)
-        values = {f"{split}_sdr_{s}": v for s, v in result["median"].items()}
-        values[f"{split}_sdr"] = float(np.nanmean(list(result["median"].values())))
+        values = {names.sdr_metric(split, s): v for s, v in result["median"].items()}
+        values[names.sdr_metric(split)] = nanmean(list(result["median"].values()))
         for name, vals in result["baselines"].items():
-            values.update({f"{split}_sdr_{name}_{s}": v for s, v in vals.items()})
+            values.update({names.sdr_metric(split, s, name): v for s, v in vals.items()})
         run.log_metrics(values)
-        run.log_text(json.dumps(_json_safe(result), indent=2) + "\n", f"evaluation/{split}_sdr.json")
+        run.log_text(json.dumps(json_safe(result), indent=2) + "\n", f"evaluation/{split}_sdr.json")
         run.log_text(format_evaluation(result) + "\n", f"evaluation/{split}_sdr.txt")
     return result
-
-
-def _json_safe(value):
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    return value

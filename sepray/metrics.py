@@ -192,3 +192,12 @@ def _to_numpy(x) -> np.ndarray:
     if hasattr(x, "detach"):  # torch.Tensor, without importing torch here
         x = x.detach().cpu().numpy()
     return np.asarray(x)
+
+
+def trivial_estimates(mix):
+    """The trivial estimates every separator is compared with: the mixture itself and half of it.
+
+    ``mix`` is the mixture broadcast to the references' shape (tensor or array); returns {name: estimate} with
+    the names of :data:`sepray.names.BASELINES`.
+    """
+    return {"mix": mix, "halfmix": 0.5 * mix}

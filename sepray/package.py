@@ -16,6 +16,7 @@ import torch
 
 import sepray
 from sepray.atomic import folder_written_atomically
+from sepray.errors import UserError
 from sepray.models import REGISTRY, Separator, build_model
 
 FORMAT = "sepray-model"
@@ -24,7 +25,7 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "state_dict.pt"
 
 
-class PackageError(ValueError):
+class PackageError(UserError, ValueError):
     """A model package that cannot be loaded; the message names the file."""
 
 

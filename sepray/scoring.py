@@ -11,17 +11,17 @@ and the MDX challenge utterance SDR. Audio is read only through `sepray.audio.re
 from __future__ import annotations
 
 import json
-import math
 import os
-import tempfile
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from sepray import SOURCES
+from sepray.atomic import write_text_atomically
 from sepray.audio import read_audio
+from sepray.errors import UserError
 from sepray.metrics import median_sdr, sdr_frames, utterance_sdr
+from sepray.numbers import json_safe, nanmedian
 
 METRIC = "sdr (museval v4, 1 s frames, median over frames)"
 UTTERANCE_METRIC = "utterance sdr (MDX challenge: 10*log10((sum s^2 + 1e-7) / (sum (s - s_hat)^2 + 1e-7)))"
@@ -29,7 +29,7 @@ IGNORED_STEMS = ("mixture",)
 _TABLE_METRICS = {"sdr": (METRIC, "median"), "utterance_sdr": (UTTERANCE_METRIC, "median_utterance_sdr")}
 
 
-class ScoringError(ValueError):
+class ScoringError(UserError, ValueError):
     """Folders that cannot be scored; the one-line message names the folder or file."""
 
 
@@ -78,10 +78,10 @@ def score_folders(
     result = {
         "metric": METRIC,
         "utterance_metric": UTTERANCE_METRIC,
-        "songs": {song: {src: _json_safe(v) for src, v in scores.items()} for song, scores in songs.items()},
-        "median": {src: _json_number(_median_over_songs(songs, src, "sdr")) for src in sources},
+        "songs": {song: {src: json_safe(v) for src, v in scores.items()} for song, scores in songs.items()},
+        "median": {src: json_safe(_median_over_songs(songs, src, "sdr")) for src in sources},
         "median_utterance_sdr": {
-            src: _json_number(_median_over_songs(songs, src, "utterance_sdr")) for src in sources
+            src: json_safe(_median_over_songs(songs, src, "utterance_sdr")) for src in sources
         },
         "unscored_songs": {
             "reference_only": sorted(set(reference_songs) - set(common)),
@@ -203,28 +203,7 @@ def _pad(audio: torch.Tensor, length: int) -> torch.Tensor:
 
 
 def _median_over_songs(songs: dict[str, dict], source: str, key: str) -> float:
-    values = np.array(
-        [scores[source][key] for scores in songs.values() if source in scores], dtype=np.float64
-    )
-    if values.size == 0 or np.isnan(values).all():
-        return math.nan
-    return float(np.nanmedian(values))
-
-
-def _json_number(x: float) -> float | str | None:
-    if math.isnan(x):
-        return None
-    if math.isinf(x):
-        return "inf" if x > 0 else "-inf"
-    return float(x)
-
-
-def _json_safe(scores: dict) -> dict:
-    return {
-        "sdr": _json_number(scores["sdr"]),
-        "frames": [_json_number(x) for x in scores["frames"]],
-        "utterance_sdr": _json_number(scores["utterance_sdr"]),
-    }
+    return nanmedian([scores[source][key] for scores in songs.values() if source in scores])
 
 
 def _cell(value) -> str:
@@ -236,13 +215,4 @@ def _cell(value) -> str:
 
 
 def _write_json_atomic(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".json", prefix=".tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, allow_nan=False)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text_atomically(path, json.dumps(data, indent=2, allow_nan=False) + "\n")

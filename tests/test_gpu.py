@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from sepray.config import load_config
+from sepray.device import resolve_device
 from sepray.separate import run_chunked
-from sepray.train import Trainer, resolve_device
+from sepray.train import Trainer
 from tests.conftest import requires_cuda
 
 

@@ -17,7 +17,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,6 +24,7 @@ import numpy as np
 import torch
 
 from sepray import audio, dsp
+from sepray.atomic import file_written_atomically
 from sepray.config import DataConfig
 
 log = logging.getLogger(__name__)
@@ -86,15 +86,8 @@ def load_prepared_audio(path: Path, sample_rate: int, channels: int, cache_dir: 
 def _save_npy(path: Path, x: torch.Tensor) -> None:
     """Write atomically; a cache that cannot be written only costs speed (one warning per folder)."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(suffix=".npy.tmp", prefix=".", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.save(fh, x.numpy(), allow_pickle=False)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with file_written_atomically(path, suffix=".npy.tmp") as tmp, open(tmp, "wb") as fh:
+            np.save(fh, x.numpy(), allow_pickle=False)
     except OSError as exc:
         if str(path.parent) not in _warned_unwritable:
             _warned_unwritable.add(str(path.parent))

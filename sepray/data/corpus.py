@@ -17,8 +17,6 @@ import json
 import logging
 import math
 import os
-import shutil
-import tempfile
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +24,7 @@ from pathlib import Path
 import torch
 
 from sepray import audio
+from sepray.atomic import folder_written_atomically
 from sepray.config import DataConfig
 from sepray.data.cache import audio_cache_key, cache_root, file_lock, load_prepared_audio
 from sepray.data.layouts import (
@@ -225,17 +224,11 @@ def ensure_synthetic_corpus(cfg: DataConfig) -> Path:
     with file_lock(cache_dir / f".synth-{digest}.lock"):
         if (root / SYNTH_COMPLETE).is_file():
             return root
-        tmp = Path(tempfile.mkdtemp(prefix=f".synth-{digest}-", dir=cache_dir))
-        try:
+        # a folder left at root by an interrupted run from before the marker existed is replaced
+        with folder_written_atomically(root) as tmp:
             log.info("generating the synthetic corpus (%s) into %s", params, root)
             synth.write_corpus(
                 tmp, cfg.synth_songs, cfg.synth_seconds, cfg.synth_seed, sample_rate=SYNTH_SAMPLE_RATE
             )
             (tmp / SYNTH_COMPLETE).write_text(json.dumps(params, sort_keys=True) + "\n")
-            if root.exists():  # left over by an interrupted run from before the marker existed
-                shutil.rmtree(root)
-            os.replace(tmp, root)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
     return root

@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from sepray.errors import UserError
+
 LAYOUTS = ("ccmixter", "musdb")
 
 # source name -> files summed to make it, per layout; the mixture file separately
@@ -30,7 +32,7 @@ _EXPECTED = (
 )
 
 
-class DatasetError(ValueError):
+class DatasetError(UserError, ValueError):
     """A dataset folder that cannot be used; the one-line message names the path and what was expected."""
 
 

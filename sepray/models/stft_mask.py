@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sepray.dsp import istft, stft
-from sepray.models.base import Separator
+from sepray.models.base import Separator, check_sources_and_channels
 
 
 @dataclass(frozen=True)
@@ -43,10 +43,7 @@ class STFTMaskConfig:
     mask_eps: float = 1e-8
 
     def __post_init__(self) -> None:
-        if not self.sources or len(set(self.sources)) != len(self.sources):
-            raise ValueError(f"sources must be non-empty and unique, got {self.sources!r}")
-        if self.audio_channels < 1:
-            raise ValueError(f"audio_channels must be >= 1, got {self.audio_channels}")
+        check_sources_and_channels(self.sources, self.audio_channels)
         if self.n_fft < 4:
             raise ValueError(f"n_fft must be >= 4, got {self.n_fft}")
         if not 1 <= self.hop <= self.n_fft // 2:

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sepray.dsp import MU_LAW_CLASSES, mu_law_class_values, mu_law_compand, stft
-from sepray.models.base import Separator
+from sepray.models.base import Separator, check_sources_and_channels
 from sepray.models.layers import DilatedResidualStack, pointwise
 
 INPUTS = ("mulaw", "raw", "stft")
@@ -45,10 +45,7 @@ class WaveNetConfig:
     stft_n_fft: int = 256  # input == "stft": window of the hop-1 STFT (a valid conv with this kernel)
 
     def __post_init__(self) -> None:
-        if not self.sources or len(set(self.sources)) != len(self.sources):
-            raise ValueError(f"sources must be non-empty and unique, got {self.sources!r}")
-        if self.audio_channels < 1:
-            raise ValueError(f"audio_channels must be >= 1, got {self.audio_channels}")
+        check_sources_and_channels(self.sources, self.audio_channels)
         if self.input not in INPUTS:
             raise ValueError(f"input must be one of {INPUTS}, got {self.input!r}")
         if self.head not in HEADS:

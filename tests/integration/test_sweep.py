@@ -185,18 +185,18 @@ def test_separate_with_the_winner(sweep):
 
 def test_a_configuration_proposed_twice_is_trained_once(tmp_path, monkeypatch):
     """The trial body without Ray: a second trial with the same config replays the first one's results."""
-    from sepray.sweep_parent import start_parent_run
-    from sepray.sweep_spec import load_spec
-    from sepray.trial_runs import run_trial, sweep_context
-    from sepray.tuning import _prepare_data
+    from sepray.sweep.driver import prepare_data
+    from sepray.sweep.parent import start_parent_run
+    from sepray.sweep.spec import load_spec
+    from sepray.sweep.trial import TrialContext, run_trial
 
     monkeypatch.chdir(tmp_path)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     spec = load_spec(SPEC, ["budget.epochs=2", "search.params.model.levels.int=[2, 3]"], smoke_test=True)
     tracking.ensure_experiment(spec.name, uri)
     parent = start_parent_run(spec, uri, None)
-    sweep = sweep_context(spec, uri, parent.run_id)
-    _prepare_data(spec)
+    sweep = TrialContext.of(spec, uri, parent.run_id)
+    prepare_data(spec)
     config = {"model.levels": 2, "model.channels": 4, "model.upsampling": "linear", "train.lr": 1e-3}
     reports: dict[str, list] = {"a": [], "b": []}
     run_trial(config, sweep, "trial-a", lambda m, d=None: reports["a"].append((m, d is not None)))

@@ -175,5 +175,5 @@ def test_joining_a_token_cluster_without_the_token_is_one_line_with_the_remedy(c
     proc = run_driver(cluster, "--address", cluster["address"], auth=False, timeout=120)
     assert proc.returncode == 2, proc.stderr[-3000:]
     last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith(f"error: cannot start or join the Ray cluster at {cluster['address']}")
+    assert last.startswith(f"sepray: error: cannot start or join the Ray cluster at {cluster['address']}")
     assert "RAY_AUTH_MODE=token" in last

@@ -37,6 +37,7 @@ from sepray.data.synth.accompaniment import _accompaniment
 from sepray.data.synth.dsp import _add_reverb, _fade, _peak, _rms, _room_impulse
 from sepray.data.synth.song_plan import NOTE_NAMES, STYLES, _pick_style, _plan_song
 from sepray.data.synth.vocals import _vocals
+from sepray.errors import UsageError
 
 __all__ = ["GENERATOR_VERSION", "SynthSong", "song_seed", "synthesize_song", "write_corpus"]
 
@@ -165,11 +166,11 @@ def _remove_stale_temp_dirs(out_dir: Path, max_age_s: float = 3600.0) -> None:
 
 def _check_arguments(seed: int, seconds: float, sample_rate: int) -> None:
     if int(seed) < 0:
-        raise ValueError(f"seed must be >= 0, got {seed}")
+        raise UsageError(f"seed must be >= 0, got {seed}")
     if not seconds > 0:
-        raise ValueError(f"seconds must be > 0, got {seconds}")
+        raise UsageError(f"seconds must be > 0, got {seconds}")
     if sample_rate < 8000:
-        raise ValueError(f"sample_rate must be >= 8000 Hz, got {sample_rate}")
+        raise UsageError(f"sample_rate must be >= 8000 Hz, got {sample_rate}")
 
 
 def _plain(value):

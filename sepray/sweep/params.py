@@ -3,8 +3,7 @@
 A parameter is a dotted ``data.`` / ``model.`` / ``train.`` key with one of the kinds in :data:`KINDS` and an
 optional ``when:`` condition on other keys. :func:`parse_params` checks every key and value against the config
 dataclasses (and, for ``model.`` keys, against each model family the parameter can be active under), so a
-typo fails when the spec is loaded, not in a trial. :class:`SpecError` lives here because this is the lowest of
-the sweep spec modules (:mod:`sepray.sweep_spec` re-exports it).
+typo fails when the spec is loaded, not in a trial.
 """
 
 from __future__ import annotations
@@ -17,14 +16,12 @@ import typing
 from dataclasses import dataclass
 from typing import Any
 
-from sepray.config import ConfigError, DataConfig, TrainConfig, coerce
+from sepray.config import DataConfig, TrainConfig
+from sepray.schema import coerce
+from sepray.sweep.sections import SpecError
 
 SECTIONS = ("data", "model", "train")
 KINDS = ("choice", "uniform", "loguniform", "int")
-
-
-class SpecError(ConfigError):
-    """An invalid sweep spec; the one-line message names the file and the YAML path."""
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -274,7 +271,7 @@ def _section_hint(section: str, rest: str):
 
 
 def _section_keys(section: str) -> list[str]:
-    from sepray.config import flatten
+    from sepray.schema import flatten
 
     cls = {"data": DataConfig, "train": TrainConfig}[section]
     return sorted(flatten(dataclasses.asdict(cls())))

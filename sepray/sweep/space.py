@@ -2,8 +2,8 @@
 
 :class:`SearchSpace` walks the parameters in the order the spec lists them and samples a parameter only when
 its ``when:`` condition holds (looked up with :func:`config_value`), so Optuna sees the conditional space as it
-is. :func:`grid_points` enumerates the same space for grid search; :class:`RandomTrial` samples it without
-Optuna (spec validation and tests). No Ray import.
+is. :func:`grid_points` enumerates the same space for grid search; :func:`random_samples` draws from it with
+Optuna's RandomSampler (spec validation). No Ray import.
 """
 
 from __future__ import annotations
@@ -11,15 +11,12 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-import math
-import random
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sepray.config import DataConfig, TrainConfig
-from sepray.search_params import Param, model_hint, thaw_value
+from sepray.sweep.params import Param, model_hint, thaw_value
 
-if TYPE_CHECKING:
-    from sepray.sweep_spec import SweepSpec
+GRID_KEY = "grid_point"  # the trial config key holding a grid point (grid search only)
 
 
 def config_value(key: str, sampled: dict[str, Any], fixed, families) -> Any:
@@ -82,35 +79,26 @@ class SearchSpace:
         return None
 
 
-class RandomTrial:
-    """An Optuna-like trial that samples uniformly with a seeded RNG (validation and tests, no Optuna needed)."""
+def random_samples(space: SearchSpace, count: int, seed: int) -> list[dict[str, Any]]:
+    """``count`` configurations drawn by Optuna's RandomSampler (seeded), conditions respected."""
+    import optuna
 
-    def __init__(self, rng: random.Random):
-        self.rng = rng
-
-    def suggest_categorical(self, name, choices):
-        return self.rng.choice(list(choices))
-
-    def suggest_float(self, name, low, high, step=None, log=False):
-        if log:
-            return math.exp(self.rng.uniform(math.log(low), math.log(high)))
-        if step:
-            return low + self.rng.randint(0, int(math.floor((high - low) / step + 1e-9))) * step
-        return self.rng.uniform(low, high)
-
-    def suggest_int(self, name, low, high, step=1, log=False):
-        if log:
-            return int(round(math.exp(self.rng.uniform(math.log(low), math.log(high + 1) - 1e-9) - 0.5)))
-        return low + self.rng.randint(0, (high - low) // step) * step
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "A new study created" line per validation
+    try:
+        study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+        return [space.sample(study.ask()) for _ in range(count)]
+    finally:
+        optuna.logging.set_verbosity(verbosity)
 
 
-def grid_points(spec: SweepSpec) -> list[dict[str, Any]]:
+def grid_points(params: tuple[Param, ...], fixed, families) -> list[dict[str, Any]]:
     """Every combination of the active parameters (conditions respected, duplicates removed)."""
     points: list[dict[str, Any]] = [{}]
-    for p in spec.params:
+    for p in params:
         nxt = []
         for point in points:
-            if p.active(lambda k, point=point: config_value(k, point, spec.fixed, spec.families)):
+            if p.active(lambda k, point=point: config_value(k, point, fixed, families)):
                 nxt.extend({**point, p.key: thaw_value(v)} for v in p.grid_values())
             else:
                 nxt.append(point)

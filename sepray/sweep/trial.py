@@ -1,6 +1,6 @@
 """The ray-free side of a sweep trial: its MLflow child run (claim, replay, finish, close) and its body.
 
-The Ray trainable (:func:`sepray.tuning.train_trial`) calls :func:`run_trial` with Tune's report function and
+The Ray trainable (:func:`sepray.sweep.tuner.train_trial`) calls :func:`run_trial` with Tune's report function and
 checkpoint folder; tests call it directly with their own. Each trial:
 
 * resolves its config; the config signature names it (``RunConfig.signature()``);
@@ -20,52 +20,64 @@ import json
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sepray import tracking
-from sepray.search_space import trial_raw_config
-from sepray.sweep_spec import GRID_KEY, SweepSpec
-from sepray.trial_excerpt import log_excerpt
+from sepray import names, tracking
+from sepray.config import RunConfig, resolve
+from sepray.sweep.excerpt import log_excerpt
+from sepray.sweep.space import GRID_KEY, trial_raw_config
+from sepray.sweep.spec import SweepSpec
 
 TRIAL_FILE = "sepray_trial.json"  # in each checkpoint: the MLflow run it belongs to
 WAIT_POLL_S = 5.0  # a trial whose configuration another live trial is training polls this often
 WAIT_LIMIT_S = 6 * 3600.0
-OUTCOME = "sepray.outcome"  # finished | stopped_early | failed | interrupted
 
 
 # ----------------------------------------------------------------------------------------------------------
 # what every trial gets
 
 
-def sweep_context(spec: SweepSpec, uri: str, parent_run_id: str) -> dict[str, Any]:
-    """The plain dict each trial receives (through ``tune.with_parameters``)."""
-    return {
-        "experiment": spec.name,
-        "uri": uri,
-        "parent_run_id": parent_run_id,
-        "fixed": spec.fixed,
-        "families": spec.families,
-        "metric": spec.metric,
-        "mode": spec.mode,
-        "epochs": spec.epochs,
-        "excerpt_seconds": spec.excerpt_seconds,
-        "label": spec.label,
-    }
+@dataclass(frozen=True)
+class TrialContext:
+    """What every trial of a sweep gets (through ``tune.with_parameters``): where to log, what to train."""
+
+    experiment: str  # the sweep's name = its MLflow experiment
+    uri: str  # tracking URI as the trials see it
+    parent_run_id: str
+    fixed: dict[str, Any]  # the spec's fixed {data, model, train} sections, budget applied
+    families: dict[str, dict[str, Any]]
+    metric: str
+    mode: str
+    epochs: int
+    excerpt_seconds: float
+    label: str  # the spec file, for messages
+
+    @classmethod
+    def of(cls, spec: SweepSpec, uri: str, parent_run_id: str) -> TrialContext:
+        return cls(
+            experiment=spec.name,
+            uri=uri,
+            parent_run_id=parent_run_id,
+            fixed=spec.fixed,
+            families=spec.families,
+            metric=spec.metric,
+            mode=spec.mode,
+            epochs=spec.epochs,
+            excerpt_seconds=spec.excerpt_seconds,
+            label=spec.label,
+        )
+
+    def trial_config(self, config: dict[str, Any]) -> RunConfig:
+        """The resolved run config of a trial from Tune's config (sampled values or a grid point)."""
+        sampled = sampled_params(config)
+        return resolve(trial_raw_config(self.fixed, self.families, sampled), f"{self.label}: {sampled}")
 
 
 def sampled_params(config: dict[str, Any]) -> dict[str, Any]:
     """A trial's sampled values: Optuna's flat dotted dict, or the grid point."""
     return dict(config.get(GRID_KEY, config))
-
-
-def trial_config(sweep: dict[str, Any], config: dict[str, Any]):
-    from sepray.config import resolve
-
-    sampled = sampled_params(config)
-    return resolve(
-        trial_raw_config(sweep["fixed"], sweep["families"], sampled), f"{sweep['label']}: {sampled}"
-    )
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -74,7 +86,7 @@ def trial_config(sweep: dict[str, Any], config: dict[str, Any]):
 
 def run_trial(
     config: dict[str, Any],
-    sweep: dict[str, Any],
+    sweep: TrialContext,
     trial_id: str,
     report: Callable[[dict[str, Any], Path | None], None],
     resume_dir: Path | None = None,
@@ -82,10 +94,10 @@ def run_trial(
     """Train (or reuse) one configuration; ``report(metrics, checkpoint_dir)`` once per epoch."""
     from sepray.train import CHECKPOINT_FILE, Trainer
 
-    cfg = trial_config(sweep, config)
+    cfg = sweep.trial_config(config)
     sig = cfg.signature()
-    uri, exp, parent = sweep["uri"], sweep["experiment"], sweep["parent_run_id"]
-    metric = sweep["metric"]
+    uri, exp, parent = sweep.uri, sweep.experiment, sweep.parent_run_id
+    metric = sweep.metric
     start_epoch = 0
     if resume_dir is not None and (resume_dir / TRIAL_FILE).is_file():
         start_epoch = int(json.loads((resume_dir / TRIAL_FILE).read_text()).get("epoch", 0))
@@ -110,11 +122,9 @@ def run_trial(
         run.log_metrics(trainer.baseline_sdr(), step=0)
     run.set_tags(
         {
-            "sepray.model": cfg.model_name,
-            "sepray.num_parameters": trainer.num_parameters,
-            "sepray.sampled": json.dumps(
-                sampled_params(config), sort_keys=True
-            ),  # the active searched values
+            names.MODEL: cfg.model_name,
+            names.NUM_PARAMETERS: trainer.num_parameters,
+            names.SAMPLED: json.dumps(sampled_params(config), sort_keys=True),  # the active searched values
         }
     )
     base["owner"] = True
@@ -135,13 +145,13 @@ def run_trial(
                 report({**result, **base, "done_epochs": trainer.epoch}, Path(tmp))
     except BaseException as exc:
         if not isinstance(exc, (KeyboardInterrupt, SystemExit)):
-            run.set_tags({"sepray.last_error": f"{type(exc).__name__}: {exc}"[:500]})
+            run.set_tags({names.LAST_ERROR: f"{type(exc).__name__}: {exc}"[:500]})
         raise
 
 
 def _stopped(run: tracking.Run) -> bool:
     info = run.info()
-    return info.info.status != "RUNNING" and info.data.tags.get(OUTCOME) == "stopped_early"
+    return info.info.status != "RUNNING" and info.data.tags.get(names.OUTCOME) == names.STOPPED_EARLY
 
 
 def claim_child_run(exp: str, parent: str, sig: str, trial_id: str, uri: str, cfg) -> tuple[Any, Any]:
@@ -156,16 +166,16 @@ def claim_child_run(exp: str, parent: str, sig: str, trial_id: str, uri: str, cf
     waited = 0.0
     while True:
         kids = tracking.child_runs(exp, parent, uri, signature=sig)
-        mine = [k for k in kids if k.data.tags.get("sepray.trial_id") == trial_id]
+        mine = [k for k in kids if k.data.tags.get(names.TRIAL_ID) == trial_id]
         if mine:
             run = tracking.attach_run(mine[0].info.run_id, uri, reopen=mine[0].info.status != "FINISHED")
             if mine[0].info.status != "FINISHED":
-                run.set_tags({OUTCOME: "running"})
+                run.set_tags({names.OUTCOME: names.RUNNING})
             return run, None
         if kids:
             owner = kids[0]
-            status, outcome = owner.info.status, owner.data.tags.get(OUTCOME)
-            if status == "FINISHED" or (status == "KILLED" and outcome == "stopped_early"):
+            status, outcome = owner.info.status, owner.data.tags.get(names.OUTCOME)
+            if status == "FINISHED" or (status == "KILLED" and outcome == names.STOPPED_EARLY):
                 return None, owner
             if status == "RUNNING" and waited < WAIT_LIMIT_S:
                 time.sleep(WAIT_POLL_S)
@@ -174,9 +184,9 @@ def claim_child_run(exp: str, parent: str, sig: str, trial_id: str, uri: str, cf
             run = tracking.attach_run(owner.info.run_id, uri, reopen=True)  # failed or interrupted: take over
             run.set_tags(
                 {
-                    "sepray.trial_id": trial_id,
-                    "sepray.previous_trial_id": owner.data.tags.get("sepray.trial_id"),
-                    OUTCOME: "running",
+                    names.TRIAL_ID: trial_id,
+                    names.PREVIOUS_TRIAL_ID: owner.data.tags.get(names.TRIAL_ID),
+                    names.OUTCOME: names.RUNNING,
                 }
             )
             return run, None
@@ -184,11 +194,11 @@ def claim_child_run(exp: str, parent: str, sig: str, trial_id: str, uri: str, cf
             exp,
             run_name=f"{cfg.model_name}-{sig}",
             tags={
-                "sepray.signature": sig,
-                "sepray.trial_id": trial_id,
-                "sepray.kind": "trial",
-                "sepray.model": cfg.model_name,
-                OUTCOME: "running",
+                names.SIGNATURE: sig,
+                names.TRIAL_ID: trial_id,
+                names.KIND: "trial",
+                names.MODEL: cfg.model_name,
+                names.OUTCOME: names.RUNNING,
             },
             parent_run_id=parent,
             uri=uri,
@@ -207,7 +217,7 @@ def replay(owner, metric: str, start_epoch: int, base: dict[str, Any], uri: str,
     for step, value in run.metric_history(metric):
         if step >= 1:
             history[step] = value
-    extra = {"reused": True, "owner_trial_id": owner.data.tags.get("sepray.trial_id", ""), "owner": False}
+    extra = {"reused": True, "owner_trial_id": owner.data.tags.get(names.TRIAL_ID, ""), "owner": False}
     if not history:
         report({metric: float("nan"), "epoch": 0, **base, **extra}, None)
         return
@@ -216,21 +226,21 @@ def replay(owner, metric: str, start_epoch: int, base: dict[str, Any], uri: str,
             report({metric: history[step], "epoch": step, "done_epochs": step, **base, **extra}, None)
 
 
-def finish_child_run(run: tracking.Run, trainer, sweep: dict[str, Any]) -> None:
+def finish_child_run(run: tracking.Run, trainer, sweep: TrialContext) -> None:
     """Log the model package, an audio excerpt and spectrograms, then mark the run FINISHED."""
     from sepray.train import log_package
 
     log_package(run, trainer)
     try:
-        log_excerpt(run, trainer, sweep["excerpt_seconds"])
+        log_excerpt(run, trainer, sweep.excerpt_seconds)
     except Exception as exc:  # an excerpt is for people to listen to; it must not fail the trial
-        run.set_tags({"sepray.excerpt_error": f"{type(exc).__name__}: {exc}"[:500]})
+        run.set_tags({names.EXCERPT_ERROR: f"{type(exc).__name__}: {exc}"[:500]})
     run.log_metrics({"completed": 1.0}, step=trainer.epoch)  # one point per completion: tests count them
     run.set_tags(
         {
-            OUTCOME: "finished",
-            "sepray.epochs": trainer.epoch,
-            "sepray.train_seconds": round(trainer.train_seconds, 1),
+            names.OUTCOME: names.FINISHED,
+            names.EPOCHS: trainer.epoch,
+            names.TRAIN_SECONDS: round(trainer.train_seconds, 1),
         }
     )
     run.end("FINISHED")
@@ -246,7 +256,7 @@ def close_orphans(experiment: str, parent_run_id: str, uri: str, outcome: str, s
     for r in tracking.child_runs(experiment, parent_run_id, uri):
         if r.info.status == "RUNNING":
             run = tracking.Run(r.info.run_id, uri)
-            run.set_tags({OUTCOME: outcome})
+            run.set_tags({names.OUTCOME: outcome})
             run.end(status)
             count += 1
     return count

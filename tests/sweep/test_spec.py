@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import random
 import subprocess
 import sys
 from pathlib import Path
@@ -12,10 +11,10 @@ import optuna
 import pytest
 import yaml
 
-from sepray.search_space import RandomTrial, grid_points, trial_raw_config
-from sepray.sweep_spec import GRID_KEY, SpecError, load_spec, parse_spec
+from sepray.sweep.space import GRID_KEY, grid_points, random_samples, trial_raw_config
+from sepray.sweep.spec import SpecError, load_spec, parse_spec
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 LABEL = "sweeps/x.yaml"
 
 BASE = {
@@ -236,9 +235,7 @@ def test_conditional_parameters_only_sampled_when_their_condition_holds():
         assert cfg.model_name == params["model.name"]
         study.tell(trial, float(i % 7))
     assert {"mulaw", "raw", "stft"} <= seen_inputs
-    rng = random.Random(1)
-    for _ in range(30):
-        params = space.sample(RandomTrial(rng))
+    for params in random_samples(space, 30, seed=1):
         assert ("model.stft_n_fft" in params) == (params.get("model.input") == "stft")
 
 
@@ -262,7 +259,7 @@ def test_grid_points_respect_conditions():
         },
     }
     spec = parse_spec(raw, LABEL)
-    points = grid_points(spec)
+    points = grid_points(spec.params, spec.fixed, spec.families)
     # waveunet x 2 levels + wavenet mulaw + wavenet stft x 2 windows
     assert len(points) == 5 and spec.num_samples == 5
     assert {"model.name": "wavenet", "model.input": "stft", "model.stft_n_fft": 64} in points
@@ -282,8 +279,8 @@ def test_search_algorithms_are_built(algorithm):
     from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.optuna import OptunaSearch
 
-    from sepray.trial_runs import sweep_context
-    from sepray.tuning import build_tuner_parts
+    from sepray.sweep.trial import TrialContext
+    from sepray.sweep.tuner import build_tuner_parts
 
     raw = copy.deepcopy(BASE)
     raw["search"]["algorithm"] = algorithm
@@ -292,7 +289,7 @@ def test_search_algorithms_are_built(algorithm):
         raw["search"].pop("num_samples")
         raw["search"]["params"].pop("train.lr")
     spec = parse_spec(raw, LABEL)
-    parts = build_tuner_parts(spec, sweep_context(spec, "sqlite:////tmp/unused.db", "parent"))
+    parts = build_tuner_parts(spec, TrialContext.of(spec, "sqlite:////tmp/unused.db", "parent"))
     tc = parts["tune_config"]
     assert isinstance(tc.scheduler, schedulers.ASHAScheduler)
     if algorithm == "grid":
@@ -333,4 +330,4 @@ def test_driver_rejects_a_bad_spec_with_one_line(tmp_path):
     )
     assert proc.returncode == 2
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert lines[-1].startswith(f"error: {path}: search.params.model.levels:"), proc.stderr
+    assert lines[-1].startswith(f"sepray: error: {path}: search.params.model.levels:"), proc.stderr

@@ -8,7 +8,7 @@ a searcher that has counted four trials beside a trial list that holds two. Rest
 two trials, believing it made four (seen in CI).
 
 :func:`take` copies the files of one save (all ending in the same session stamp) right after Tune wrote them,
-into ``<experiment>/sepray_tune_state`` (written to a temporary folder, then renamed). :func:`restore` puts
+into ``<experiment>/sepray_tune_state`` (written to a temporary folder, then renamed in: :mod:`sepray.atomic`). :func:`restore` puts
 that copy back in place of Tune's own files before ``Tuner.restore``. It is Tune's latest save, taken every
 ``TUNE_GLOBAL_CHECKPOINT_S``; a trial created after it is proposed again on resume (the seeded searcher is
 restored to the same point) and reattaches to its MLflow run by signature.
@@ -16,10 +16,11 @@ restored to the same point) and reattaches to its MLflow run by signature.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 from pathlib import Path
+
+from sepray.atomic import folder_written_atomically
 
 SNAPSHOT_DIR = "sepray_tune_state"
 _EXPERIMENT = re.compile(r"^experiment_state-(.+)\.json$")
@@ -50,24 +51,17 @@ def take(staging: Path, experiment: Path) -> bool:
     if session is None or not experiment.is_dir():
         return False
     files = _state_files(staging, session)
-    target = experiment / SNAPSHOT_DIR
-    tmp, old = target.with_name(SNAPSHOT_DIR + ".tmp"), target.with_name(SNAPSHOT_DIR + ".old")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    for f in files:
-        shutil.copy2(f, tmp / f.name)
-    if target.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(target, old)
-    os.replace(tmp, target)
-    shutil.rmtree(old, ignore_errors=True)
+    with folder_written_atomically(experiment / SNAPSHOT_DIR) as tmp:
+        for f in files:
+            shutil.copy2(f, tmp / f.name)
     return True
 
 
 def snapshot(experiment: Path) -> Path | None:
     """The last complete snapshot folder (the previous one if a crash came between the two renames)."""
-    for name in (SNAPSHOT_DIR, SNAPSHOT_DIR + ".old"):
-        folder = Path(experiment) / name
+    experiment = Path(experiment)
+    aside = sorted(experiment.glob(f".old-{SNAPSHOT_DIR}-*/{SNAPSHOT_DIR}"), key=lambda p: p.stat().st_mtime)
+    for folder in [experiment / SNAPSHOT_DIR, *reversed(aside)]:
         if folder.is_dir() and _session(folder) is not None:
             return folder
     return None

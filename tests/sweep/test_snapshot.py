@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sepray import tune_snapshot
+from sepray.sweep import snapshot as tune_snapshot
 
 OLD, NEW = "2026-11-25_01-00-00", "2026-11-25_02-00-00"
 KINDS = ("experiment_state-{}.json", "search_gen_state-{}.json", "searcher-state-{}.pkl")
@@ -47,10 +47,12 @@ def test_a_later_take_replaces_the_snapshot_and_a_leftover_old_copy_is_used(tmp_
     tune_snapshot.take(staging, exp)
     _save(staging, NEW, "second")
     tune_snapshot.take(staging, exp)
-    assert not (exp / (tune_snapshot.SNAPSHOT_DIR + ".old")).exists()
+    assert not list(exp.glob(".old-*")) and not list(exp.glob(".tmp-*"))
     assert tune_snapshot.snapshot(exp) == exp / tune_snapshot.SNAPSHOT_DIR
-    # a crash between the two renames leaves only the previous copy
-    (exp / tune_snapshot.SNAPSHOT_DIR).rename(exp / (tune_snapshot.SNAPSHOT_DIR + ".old"))
+    # a crash between the two renames leaves only the previous copy, moved aside
+    aside = exp / f".old-{tune_snapshot.SNAPSHOT_DIR}-x"
+    aside.mkdir()
+    (exp / tune_snapshot.SNAPSHOT_DIR).rename(aside / tune_snapshot.SNAPSHOT_DIR)
     assert tune_snapshot.restore(exp) == NEW
 
 

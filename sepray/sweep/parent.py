@@ -10,8 +10,8 @@ from importlib.metadata import version
 from pathlib import Path
 
 import sepray
-from sepray import tracking
-from sepray.sweep_spec import SweepSpec
+from sepray import names, tracking
+from sepray.sweep.spec import SweepSpec
 
 
 def git_commit() -> str | None:
@@ -31,13 +31,13 @@ def git_commit() -> str | None:
 def start_parent_run(spec: SweepSpec, uri: str, spec_path: str | None) -> tracking.Run:
     """The sweep's parent run: spec, search space, versions, git commit."""
     tags = {
-        "sepray.kind": "sweep",
-        "sepray.sweep": spec.name,
-        "sepray.version": sepray.__version__,
+        names.KIND: "sweep",
+        names.SWEEP: spec.name,
+        names.VERSION: sepray.__version__,
         "ray.version": version("ray"),
         "optuna.version": version("optuna"),
         "python.version": platform.python_version(),
-        "sepray.smoke_test": spec.smoke_test,
+        names.SMOKE_TEST: spec.smoke_test,
     }
     commit = git_commit()
     if commit:

@@ -5,9 +5,9 @@ space over dotted config keys, the scheduler, the metric, the per-trial budget a
 documented in docs/sweeps.md. Every problem is a :class:`SpecError` whose one-line message names the file and
 the YAML path, e.g. ``sweeps/x.yaml: search.params.model.levels: expected an integer, got 'four'``.
 
-The searched parameters are parsed and checked in :mod:`sepray.search_params`; the define-by-run search space
+The searched parameters are parsed and checked in :mod:`sepray.sweep.params`; the define-by-run search space
 (:class:`SearchSpace`), its grid (:func:`grid_points`) and each trial's raw config live in
-:mod:`sepray.search_space`. ``load_spec`` / ``parse_spec`` are the entry points.
+:mod:`sepray.sweep.space`. ``load_spec`` / ``parse_spec`` are the entry points.
 """
 
 from __future__ import annotations
@@ -15,110 +15,20 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from sepray import SOURCES
-from sepray.config import ConfigError, RunConfig, TrainConfig, build_dataclass, coerce, resolve
-from sepray.search_params import SECTIONS, Param, SpecError, model_hint, parse_params
-from sepray.search_space import RandomTrial, SearchSpace, grid_points, trial_raw_config
+from sepray import SOURCES, names
+from sepray.config import RunConfig, TrainConfig, resolve
+from sepray.schema import ConfigError, build_dataclass, coerce, parse_override, set_dotted
+from sepray.sweep.params import SECTIONS, Param, model_hint, parse_params
+from sepray.sweep.sections import TOP_KEYS, Budget, Resources, Scheduler, Search, SpecError
+from sepray.sweep.space import SearchSpace, grid_points, random_samples, trial_raw_config
 
-ALGORITHMS = ("optuna", "random", "grid")
-GRID_KEY = "grid_point"  # the trial config key holding a grid point (grid search only)
 VALIDATION_SAMPLES = 24  # random configurations resolved up front to catch invalid combinations
-
-
-# ----------------------------------------------------------------------------------------------------------
-# schema
-
-
-@dataclass(frozen=True)
-class Scheduler:
-    type: str = "asha"  # asha | none
-    grace_period: int = 1  # epochs before ASHA may stop a trial
-    reduction_factor: float = 3.0  # ASHA keeps the top 1/reduction_factor at each rung
-
-    def __post_init__(self) -> None:
-        if self.type not in ("asha", "none"):
-            raise ValueError(f"type: must be asha or none, got {self.type!r}")
-        if self.grace_period < 1 or self.reduction_factor <= 1:
-            raise ValueError("grace_period: need grace_period >= 1 and reduction_factor > 1")
-
-
-@dataclass(frozen=True)
-class Resources:
-    cpu: float = 1.0  # per trial; fractions allowed
-    gpu: float = 0.0
-
-    def __post_init__(self) -> None:
-        if self.cpu < 0 or self.gpu < 0 or (self.cpu == 0 and self.gpu == 0):
-            raise ValueError("cpu: cpu and gpu must be >= 0 and not both 0")
-
-
-@dataclass(frozen=True)
-class Budget:
-    epochs: int | None = None  # per trial (ASHA's max_t); default: train.epochs
-    steps_per_epoch: int | None = None  # default: train.steps_per_epoch
-    trial_seconds: float | None = None  # wall-clock cap per trial (train.max_seconds)
-    sweep_seconds: float | None = None  # wall-clock cap for the whole sweep (Tune's time_budget_s)
-
-    def __post_init__(self) -> None:
-        for name in ("epochs", "steps_per_epoch"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ValueError(f"{name}: must be >= 1, got {value}")
-        for name in ("trial_seconds", "sweep_seconds"):
-            value = getattr(self, name)
-            if value is not None and value <= 0:
-                raise ValueError(f"{name}: must be > 0, got {value}")
-
-
-@dataclass(frozen=True)
-class Search:
-    algorithm: str = "optuna"  # optuna (TPE) | random | grid
-    num_samples: int | None = None  # trials (optuna / random); grid runs every combination once
-    max_concurrent: int = 2
-    seed: int = 0
-    startup_trials: int | None = None  # TPE: random trials before the model kicks in (Optuna's default 10)
-    params: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if self.algorithm not in ALGORITHMS:
-            raise ValueError(f"algorithm: must be one of {list(ALGORITHMS)}, got {self.algorithm!r}")
-        if self.num_samples is not None and self.num_samples < 1:
-            raise ValueError(f"num_samples: must be >= 1, got {self.num_samples}")
-        if self.max_concurrent < 1:
-            raise ValueError(f"max_concurrent: must be >= 1, got {self.max_concurrent}")
-        if self.startup_trials is not None and self.startup_trials < 0:
-            raise ValueError("startup_trials: must be >= 0")
-
-
-TOP_KEYS = {
-    "name": "sweep name: MLflow experiment, registered model and Ray experiment folder",
-    "description": "free text",
-    "data": "fixed data section (as in `sepray train` configs)",
-    "model": "fixed model section, with `name`",
-    "train": "fixed train section",
-    "families": "fixed model keys per family, applied when model.name is searched",
-    "search": "algorithm, num_samples, max_concurrent, seed, startup_trials, params",
-    "scheduler": "asha (grace_period, reduction_factor) or none",
-    "metric": "reported every epoch; drives ASHA and the searcher",
-    "mode": "max or min, for metric",
-    "select": "chooses the best of the top-k after the test evaluation (higher is better)",
-    "target": "the source the default metric / select refer to",
-    "resources": "cpu, gpu per trial",
-    "budget": "epochs, steps_per_epoch, trial_seconds, sweep_seconds",
-    "top_k": "finished trials evaluated on the full test songs",
-    "max_failures": "retries of a crashed trial (from its last checkpoint)",
-    "keep_checkpoints": "checkpoints kept per trial (the best by metric)",
-    "storage": "Ray results folder (local path or shared storage URI)",
-    "excerpt_seconds": "length of the audio excerpt logged for finished trials",
-    "smoke_test": "dotted spec keys -> values applied by --smoke-test",
-}
 
 
 @dataclass(frozen=True)
@@ -154,8 +64,16 @@ class SweepSpec:
     @property
     def num_samples(self) -> int:
         if self.search.algorithm == "grid":
-            return len(grid_points(self))
+            return len(grid_points(self.params, self.fixed, self.families))
         return int(self.search.num_samples or 10)
+
+    def storage_path(self) -> str:
+        """Where Ray keeps the sweep's results: a resolved local folder, or a storage URI as given."""
+        return self.storage if "://" in self.storage else str(Path(self.storage).expanduser().resolve())
+
+    def experiment_dir(self) -> Path | None:
+        """The local Ray experiment folder (None for remote storage URIs)."""
+        return None if "://" in self.storage else Path(self.storage_path()) / self.name
 
     def param(self, key: str) -> Param | None:
         return next((p for p in self.params if p.key == key), None)
@@ -228,14 +146,11 @@ def parse_spec(raw: Any, label: str = "spec", overrides=(), smoke_test: bool = F
             set_spec_key(raw, str(key), value, f"{label}: smoke_test.{key}")
         raw["name"] = f"{raw.get('name')}-smoke"
     for item in overrides:
-        if "=" not in item:
-            raise SpecError(f"--set {item!r}: expected key=value, e.g. search.num_samples=4")
-        key, _, text = item.partition("=")
         try:
-            value = yaml.safe_load(text)
-        except yaml.YAMLError:
-            value = text
-        set_spec_key(raw, key.strip(), value, f"--set {key.strip()}")
+            key, value = parse_override(item, example="search.num_samples=4")
+        except ConfigError as exc:
+            raise SpecError(str(exc)) from None
+        set_spec_key(raw, key, value, f"--set {key}")
     try:
         spec = _parse(raw, label)
     except SpecError:
@@ -261,16 +176,7 @@ def set_spec_key(raw: dict[str, Any], key: str, value: Any, where: str) -> None:
     top = key.split(".")[0]
     if top not in TOP_KEYS:
         raise SpecError(f"{where}: unknown spec key {top!r}; expected one of {sorted(TOP_KEYS)}")
-    node = raw
-    parts = key.split(".")
-    for part in parts[:-1]:
-        child = node.get(part)
-        if child is None:
-            child = node[part] = {}
-        if not isinstance(child, dict):
-            raise SpecError(f"{where}: {part} is not a section")
-        node = child
-    node[parts[-1]] = value
+    set_dotted(raw, key, value, where, SpecError)
 
 
 def _parse(raw: dict[str, Any], label: str) -> SweepSpec:
@@ -300,21 +206,25 @@ def _parse(raw: dict[str, Any], label: str) -> SweepSpec:
     target = _typed(raw, "target", str, "vocals", label)
     if target not in SOURCES:
         raise SpecError(f"{label}: target: {target!r} is not a source; expected one of {list(SOURCES)}")
-    metric = _typed(raw, "metric", str, f"valid_sdr_{target}", label)
+    metric = _typed(raw, "metric", str, names.sdr_metric("valid", target), label)
     mode = _typed(raw, "mode", str, "max", label)
     if mode not in ("max", "min"):
         raise SpecError(f"{label}: mode: expected max or min, got {mode!r}")
-    valid_metrics = ["valid_sdr", "valid_loss", *(f"valid_sdr_{s}" for s in SOURCES)]
+    valid_metrics = [
+        names.sdr_metric("valid"),
+        names.VALID_LOSS,
+        *(names.sdr_metric("valid", s) for s in SOURCES),
+    ]
     if metric not in valid_metrics:
         raise SpecError(
             f"{label}: metric: {metric!r} is not reported per epoch; expected one of {valid_metrics}"
         )
-    select = _typed(raw, "select", str, f"test_sdr_{target}", label)
+    select = _typed(raw, "select", str, names.sdr_metric("test", target), label)
     select_metrics = [
-        "test_sdr",
-        *(f"test_sdr_{s}" for s in SOURCES),
-        "valid_sdr",
-        *(f"valid_sdr_{s}" for s in SOURCES),
+        names.sdr_metric("test"),
+        *(names.sdr_metric("test", s) for s in SOURCES),
+        names.sdr_metric("valid"),
+        *(names.sdr_metric("valid", s) for s in SOURCES),
     ]
     if select not in select_metrics:
         raise SpecError(f"{label}: select: {select!r}: expected one of {select_metrics}")
@@ -433,11 +343,9 @@ def _check_configurations(spec: SweepSpec) -> None:
                 msg = msg.replace(spec.label + ":", f"{spec.label}: (model.name={name})", 1)
             raise SpecError(msg) from None
     if spec.search.algorithm == "grid":
-        samples = grid_points(spec)[:200]
+        samples = grid_points(spec.params, spec.fixed, spec.families)[:200]
     else:
-        rng = random.Random(spec.search.seed)
-        space = spec.space()
-        samples = [space.sample(RandomTrial(rng)) for _ in range(VALIDATION_SAMPLES)]
+        samples = random_samples(spec.space(), VALIDATION_SAMPLES, spec.search.seed)
     for sampled in samples:
         try:
             resolve(spec.raw_config(sampled), spec.label)

@@ -32,7 +32,7 @@ from sepray.data import (
 from sepray.data import augment as augment_module
 from sepray.data.cache import audio_cache_key, cached_audio_path
 
-MUSDB_SAMPLE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "musdb18hq-sample"
+MUSDB_SAMPLE = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "musdb18hq-sample"
 SR = 8000
 
 

@@ -17,9 +17,8 @@ import math
 import os
 from typing import Any
 
-from sepray import SOURCES, tracking
-
-OUTCOME = "sepray.outcome"
+from sepray import SOURCES, names, tracking
+from sepray.numbers import is_finite
 
 
 def collect_rows(spec, parent_run_id: str, uri: str) -> list[dict[str, Any]]:
@@ -29,22 +28,22 @@ def collect_rows(spec, parent_run_id: str, uri: str) -> list[dict[str, Any]]:
         m, p, t = r.data.metrics, r.data.params, r.data.tags
         row: dict[str, Any] = {
             "run_id": r.info.run_id,
-            "model": t.get("sepray.model") or p.get("model.name", ""),
-            "outcome": t.get(OUTCOME, r.info.status.lower()),
+            "model": t.get(names.MODEL) or p.get("model.name", ""),
+            "outcome": t.get(names.OUTCOME, r.info.status.lower()),
             "epochs": int(m.get("epoch", 0)),
             spec.metric: m.get(spec.metric),
         }
         for s in SOURCES:
-            row[f"valid_sdr_{s}"] = m.get(f"valid_sdr_{s}")
+            row[names.sdr_metric("valid", s)] = m.get(names.sdr_metric("valid", s))
         for s in SOURCES:
-            row[f"test_sdr_{s}"] = m.get(f"test_sdr_{s}")
+            row[names.sdr_metric("test", s)] = m.get(names.sdr_metric("test", s))
         row["num_parameters"] = _int(p.get("num_parameters"))
         row["train_seconds"] = m.get("train_seconds")
-        sampled = json.loads(t.get("sepray.sampled", "{}"))
+        sampled = json.loads(t.get(names.SAMPLED, "{}"))
         for param in spec.params:
             row[param.key] = sampled.get(param.key, "")  # "" when the parameter was inactive (`when:`)
-        row["signature"] = t.get("sepray.signature", "")
-        row["trial_id"] = t.get("sepray.trial_id", "")
+        row["signature"] = t.get(names.SIGNATURE, "")
+        row["trial_id"] = t.get(names.TRIAL_ID, "")
         rows.append(row)
     return rows
 
@@ -53,7 +52,7 @@ def top_k(rows: list[dict[str, Any]], spec) -> list[dict[str, Any]]:
     """The ``spec.top_k`` finished rows, best validation metric first (rows without a value last)."""
     done = [r for r in rows if r["outcome"] == "finished"]
     sign = -1.0 if spec.mode == "max" else 1.0
-    return sorted(done, key=lambda r: sign * r[spec.metric] if _finite(r.get(spec.metric)) else math.inf)[
+    return sorted(done, key=lambda r: sign * r[spec.metric] if is_finite(r.get(spec.metric)) else math.inf)[
         : spec.top_k
     ]
 
@@ -64,34 +63,46 @@ def evaluate_top_k(rows: list[dict[str, Any]], spec, uri: str, log=print) -> lis
 
     chosen = top_k(rows, spec)
     for row in chosen:
-        if all(_finite(row.get(f"test_sdr_{s}")) for s in SOURCES):
+        if all(is_finite(row.get(names.sdr_metric("test", s))) for s in SOURCES):
             continue
         log(f"evaluating run {row['run_id']} ({row['model']}) on the full test songs")
         result = evaluate_run(row["run_id"], uri=uri, device="auto")
         for s in SOURCES:
-            row[f"test_sdr_{s}"] = result["median"].get(s)
+            row[names.sdr_metric("test", s)] = result["median"].get(s)
     return chosen
 
 
 def select_value(row: dict[str, Any], select: str) -> float:
-    if select == "test_sdr":
-        vals = [row.get(f"test_sdr_{s}") for s in SOURCES]
-        vals = [v for v in vals if _finite(v)]
+    if select == names.sdr_metric("test"):
+        vals = [row.get(names.sdr_metric("test", s)) for s in SOURCES]
+        vals = [v for v in vals if is_finite(v)]
         return sum(vals) / len(vals) if vals else float("nan")
     value = row.get(select)
-    return float(value) if _finite(value) else float("nan")
+    return float(value) if is_finite(value) else float("nan")
+
+
+def choose_best(evaluated: list[dict[str, Any]], spec) -> dict[str, Any] | None:
+    """The evaluated row with the highest ``spec.select`` value (None when no row has one)."""
+    candidates = [r for r in evaluated if math.isfinite(select_value(r, spec.select))]
+    return max(candidates, key=lambda r: select_value(r, spec.select)) if candidates else None
+
+
+def rank(rows: list[dict[str, Any]], spec, best: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """Rows in leaderboard order (evaluated by ``select`` first, then by the validation metric), with
+    ``rank`` (1-based) and ``best`` filled in."""
+    ranked = sorted(rows, key=lambda r: _rank_key(r, spec))
+    for i, row in enumerate(ranked, 1):
+        row["rank"] = i
+        row["best"] = best is not None and row["run_id"] == best["run_id"]
+    return ranked
 
 
 def finish_sweep(spec, parent: tracking.Run, uri: str, log=print) -> dict[str, Any]:
     """Evaluate the top-k, choose the best by ``spec.select``, log the leaderboard, register the best model."""
     rows = collect_rows(spec, parent.run_id, uri)
     evaluated = evaluate_top_k(rows, spec, uri, log)
-    candidates = [r for r in evaluated if math.isfinite(select_value(r, spec.select))]
-    best = max(candidates, key=lambda r: select_value(r, spec.select)) if candidates else None
-    ranked = sorted(rows, key=lambda r: _rank_key(r, spec))
-    for i, row in enumerate(ranked, 1):
-        row["rank"] = i
-        row["best"] = best is not None and row["run_id"] == best["run_id"]
+    best = choose_best(evaluated, spec)
+    ranked = rank(rows, spec, best)
     columns = leaderboard_columns(spec)
     table = {c: [_cell(r.get(c)) for r in ranked] for c in columns}
     text = format_leaderboard(ranked, spec)
@@ -102,15 +113,13 @@ def finish_sweep(spec, parent: tracking.Run, uri: str, log=print) -> dict[str, A
     log("")
     log(text)
     if best is None:
-        parent.set_tags({"sepray.best_run_id": "none"})
+        parent.set_tags({names.BEST_RUN_ID: "none"})
         log("no trial finished its budget, so there is no best model (see the leaderboard above)")
         return outcome
     version = tracking.register_model(best["run_id"], spec.name, uri)
-    parent.set_tags(
-        {"sepray.best_run_id": best["run_id"], "sepray.registered_model": f"{spec.name}/{version}"}
-    )
+    parent.set_tags({names.BEST_RUN_ID: best["run_id"], names.REGISTERED_MODEL: f"{spec.name}/{version}"})
     parent.log_metrics({f"best_{spec.select}": select_value(best, spec.select)})
-    tracking.Run(best["run_id"], uri).set_tags({"sepray.best": "true"})
+    tracking.Run(best["run_id"], uri).set_tags({names.BEST: "true"})
     outcome.update(best_run_id=best["run_id"], registered_version=version)
     log("")
     log(
@@ -131,10 +140,10 @@ def trivial_baselines(run_id: str, uri: str) -> dict[str, float]:
     """Test SDR of the trivial estimates (the mixture, half the mixture) that evaluate_run logged on the run."""
     metrics = tracking.get_run(run_id, uri).data.metrics
     out = {}
-    for name in ("mix", "halfmix"):
+    for name in names.BASELINES:
         for s in SOURCES:
-            if _finite(metrics.get(f"test_sdr_{name}_{s}")):
-                out[f"test_sdr_{name}_{s}"] = float(metrics[f"test_sdr_{name}_{s}"])
+            if is_finite(metrics.get(names.sdr_metric("test", s, name))):
+                out[names.sdr_metric("test", s, name)] = float(metrics[names.sdr_metric("test", s, name)])
     return out
 
 
@@ -142,14 +151,14 @@ def format_baselines(baselines: dict[str, float], best: dict[str, Any]) -> str:
     """One line: the trivial estimates on the same test songs and the best model's gain over the better one."""
     parts = []
     for name, label in (("mix", "the mixture"), ("halfmix", "half the mixture")):
-        vals = " / ".join(_num(baselines.get(f"test_sdr_{name}_{s}")) for s in SOURCES)
+        vals = " / ".join(_num(baselines.get(names.sdr_metric("test", s, name))) for s in SOURCES)
         parts.append(f"{label} {vals} dB")
     line = f"trivial estimates on the same test songs ({' / '.join(SOURCES)}): " + ", ".join(parts)
     gains = []
     for s in SOURCES:
-        trivial = [baselines.get(f"test_sdr_{n}_{s}") for n in ("mix", "halfmix")]
-        trivial = [v for v in trivial if _finite(v)]
-        if trivial and _finite(best.get(f"test_sdr_{s}")):
+        trivial = [baselines.get(names.sdr_metric("test", s, n)) for n in names.BASELINES]
+        trivial = [v for v in trivial if is_finite(v)]
+        if trivial and is_finite(best.get(names.sdr_metric("test", s))):
             gains.append(f"{float(best[f'test_sdr_{s}']) - max(trivial):+.2f} dB {s}")
     return line + (f"; the best model's gain over the better of them: {', '.join(gains)}" if gains else "")
 
@@ -165,8 +174,10 @@ def separate_command(run_id: str, uri: str) -> str:
 
 def leaderboard_columns(spec) -> list[str]:
     cols = ["rank", "best", "run_id", "model", "outcome", "epochs"]
-    cols += [f"test_sdr_{s}" for s in SOURCES]
-    cols += [spec.metric] + [f"valid_sdr_{s}" for s in SOURCES if f"valid_sdr_{s}" != spec.metric]
+    cols += [names.sdr_metric("test", s) for s in SOURCES]
+    cols += [spec.metric] + [
+        names.sdr_metric("valid", s) for s in SOURCES if names.sdr_metric("valid", s) != spec.metric
+    ]
     cols += ["num_parameters", "train_seconds"] + [p.key for p in spec.params]
     return cols
 
@@ -188,7 +199,7 @@ def format_leaderboard(rows: list[dict[str, Any]], spec) -> str:
             r["model"],
             r["outcome"],
             str(r["epochs"]),
-            *(_num(r.get(f"test_sdr_{s}")) for s in SOURCES),
+            *(_num(r.get(names.sdr_metric("test", s))) for s in SOURCES),
             _num(r.get(spec.metric)),
             _size(r.get("num_parameters")),
             _num(r.get("train_seconds"), 1),
@@ -210,7 +221,7 @@ def format_leaderboard(rows: list[dict[str, Any]], spec) -> str:
 def _rank_key(row: dict[str, Any], spec) -> tuple:
     sel = select_value(row, spec.select) if spec.select.startswith("test") else float("nan")
     val = row.get(spec.metric)
-    val = float(val) if _finite(val) else float("-inf") if spec.mode == "max" else float("inf")
+    val = float(val) if is_finite(val) else float("-inf") if spec.mode == "max" else float("inf")
     sign = -1.0 if spec.mode == "max" else 1.0
     return (0 if math.isfinite(sel) else 1, -sel if math.isfinite(sel) else 0.0, sign * val)
 
@@ -243,7 +254,7 @@ def _cell(value):
 
 
 def _num(value, digits: int = 2) -> str:
-    return f"{float(value):.{digits}f}" if _finite(value) else "-"
+    return f"{float(value):.{digits}f}" if is_finite(value) else "-"
 
 
 def _size(value) -> str:
@@ -257,10 +268,3 @@ def _int(value) -> int | None:
         return int(value)
     except (TypeError, ValueError):
         return None
-
-
-def _finite(value) -> bool:
-    try:
-        return math.isfinite(float(value))
-    except (TypeError, ValueError):
-        return False

@@ -1,0 +1,28 @@
+"""The one base class of user errors (bad input, a missing file, an unreachable service).
+
+The CLI turns a :class:`UserError` into one line ``sepray: error: <message>`` and exit code 2; any other
+exception is a bug and shows its traceback. Every subclass also derives from the builtin exception it stands
+for (``ValueError``, ``FileNotFoundError``, ...), so library callers can catch either. Imports nothing.
+"""
+
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """A problem with what the user gave; the message is one line naming the file, key or value."""
+
+
+class UsageError(UserError, ValueError):
+    """A bad argument or value (a CLI option, a split name, a device)."""
+
+
+class MissingFileError(UserError, FileNotFoundError):
+    """A file or folder the user named (or a run needs) does not exist."""
+
+
+class UserPathError(UserError, OSError):
+    """An OSError on a path the user gave (exists, is a directory, not writable ...), as one line."""
+
+
+class SweepError(UserError, RuntimeError):
+    """A sweep that cannot start, resume or be scheduled; one line."""

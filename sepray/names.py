@@ -1,0 +1,45 @@
+"""Every MLflow tag and metric name sepray writes or reads, defined once (imports nothing).
+
+Tags are ``sepray.<name>``; metrics are ``<split>_sdr[_<baseline>][_<source>]``, e.g. ``valid_sdr_vocals``,
+``test_sdr``, ``test_sdr_halfmix_accompaniment``. A trial's outcome is one of :data:`OUTCOMES`.
+"""
+
+from __future__ import annotations
+
+# -- tags --------------------------------------------------------------------------------------------------
+KIND = "sepray.kind"  # train | sweep | trial
+MODEL = "sepray.model"
+SIGNATURE = "sepray.signature"  # RunConfig.signature(): one child run per configuration
+TRIAL_ID = "sepray.trial_id"
+PREVIOUS_TRIAL_ID = "sepray.previous_trial_id"
+SAMPLED = "sepray.sampled"  # JSON of the searched values that were active
+NUM_PARAMETERS = "sepray.num_parameters"
+EPOCHS = "sepray.epochs"
+TRAIN_SECONDS = "sepray.train_seconds"
+OUTCOME = "sepray.outcome"
+LAST_ERROR = "sepray.last_error"
+EXCERPT_ERROR = "sepray.excerpt_error"
+BEST = "sepray.best"  # on the winning trial's run
+SWEEP = "sepray.sweep"
+SWEEP_STATUS = "sepray.sweep_status"  # finished | interrupted
+BEST_RUN_ID = "sepray.best_run_id"  # on the parent run
+REGISTERED_MODEL = "sepray.registered_model"
+VERSION = "sepray.version"
+SMOKE_TEST = "sepray.smoke_test"
+
+# -- outcomes of a trial (tag OUTCOME) and statuses of a sweep (tag SWEEP_STATUS) -----------------------------
+RUNNING = "running"
+FINISHED = "finished"
+STOPPED_EARLY = "stopped_early"
+FAILED = "failed"
+INTERRUPTED = "interrupted"
+OUTCOMES = (RUNNING, FINISHED, STOPPED_EARLY, FAILED, INTERRUPTED)
+
+# -- metrics -----------------------------------------------------------------------------------------------
+VALID_LOSS = "valid_loss"
+BASELINES = ("mix", "halfmix")  # the trivial estimates: the mixture, half the mixture
+
+
+def sdr_metric(split: str, source: str | None = None, baseline: str | None = None) -> str:
+    """``sdr_metric("valid", "vocals")`` -> ``valid_sdr_vocals``; no source -> the mean over sources."""
+    return "_".join([split, "sdr", *([baseline] if baseline else []), *([source] if source else [])])

@@ -1,0 +1,172 @@
+"""Driving a sweep (ray-free): the spec, its MLflow parent run, resume state, the trials' tracking URI, the
+Tuner (:mod:`sepray.sweep.tuner`, the only module importing ray) and the test stage
+(:mod:`sepray.sweep.leaderboard`).
+
+``run_sweep`` validates the spec, creates the MLflow experiment and the sweep's parent run (or reattaches it
+on ``--resume`` from the state file in the Ray experiment folder), starts or joins Ray, fits the Tuner, closes
+child runs no trial is alive to finish, and evaluates the top-k on the full test songs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from sepray import names, tracking
+from sepray.errors import SweepError
+from sepray.sweep import snapshot, tuner
+from sepray.sweep.parent import start_parent_run
+from sepray.sweep.spec import SweepSpec, load_spec
+from sepray.sweep.trial import TrialContext, close_orphans
+
+STATE_FILE = "sepray_sweep.json"  # in the Ray experiment folder: parent run id, tracking URI, spec
+
+
+def prepare_data(spec: SweepSpec) -> None:
+    """Generate the synthetic corpus once in the driver, so trials do not wait on each other to build it."""
+    from sepray.config import DataConfig
+    from sepray.data import ensure_synthetic_corpus
+    from sepray.schema import build_dataclass
+
+    data = build_dataclass(DataConfig, spec.fixed["data"], f"{spec.label}: data")
+    if data.path is None:
+        ensure_synthetic_corpus(data)
+
+
+def run_sweep(
+    spec_path: str,
+    overrides=(),
+    smoke_test: bool = False,
+    resume: bool = False,
+    address: str | None = None,
+    num_cpus: int | None = None,
+    log=print,
+) -> dict[str, Any]:
+    """Run (or resume) a sweep; returns {"parent_run_id", "best_run_id", "leaderboard", "trials", ...}."""
+    from sepray.sweep import leaderboard
+
+    spec = load_spec(spec_path, overrides, smoke_test)
+    # save the experiment state often (--resume loses less); keep MLflow's download bars out of the output
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "5")
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    tuner.init_ray(address, num_cpus)
+    try:
+        parent, uri = open_parent_run(spec, spec_path, resume, log)
+        sweep = TrialContext.of(spec, trial_tracking_uri(uri, address, log), parent.run_id)
+        started = time.time()
+        try:
+            prepare_data(spec)
+            _restore_snapshot(spec, resume, log)
+            results = tuner.fit(spec, sweep, resume, log)
+            trials = [_trial_summary(r) for r in results]
+            if len(results) - results.num_terminated - results.num_errors:  # Ctrl-C: Tune saved its state
+                close_orphans(spec.name, parent.run_id, uri, names.INTERRUPTED)
+                parent.set_tags({names.SWEEP_STATUS: names.INTERRUPTED})
+                log(f"sweep {spec.name} interrupted; to continue it, run the same command with --resume")
+                return {
+                    "parent_run_id": parent.run_id,
+                    "trials": trials,
+                    "best_run_id": None,
+                    "interrupted": True,
+                }
+            close_orphans(spec.name, parent.run_id, uri, names.STOPPED_EARLY)
+            parent.log_metrics({"sweep_seconds": time.time() - started}, step=int(resume))
+            exp_dir = spec.experiment_dir()
+            if exp_dir is not None:
+                (exp_dir / "sepray_trials.json").write_text(json.dumps(trials, indent=2))
+            outcome = leaderboard.finish_sweep(spec, parent, uri, log=log)
+            parent.set_tags({names.SWEEP_STATUS: names.FINISHED})
+            parent.end("FINISHED")
+        except BaseException:
+            parent.set_tags({names.SWEEP_STATUS: names.INTERRUPTED})
+            raise
+    finally:
+        tuner.shutdown()
+    return {"parent_run_id": parent.run_id, "trials": trials, **outcome}
+
+
+def open_parent_run(spec: SweepSpec, spec_path: str, resume: bool, log=print) -> tuple[tracking.Run, str]:
+    """Start the sweep's parent run (and its state file), or reattach it on ``--resume``."""
+    exp_dir = spec.experiment_dir()
+    if resume:
+        state_path = exp_dir / STATE_FILE if exp_dir else None
+        if state_path is None or not state_path.is_file():
+            raise SweepError(f"{spec.label}: no sweep {spec.name!r} to resume in {spec.storage_path()}")
+        state = json.loads(state_path.read_text())
+        if state["spec"] != json.loads(json.dumps(spec.raw, default=str)):
+            raise SweepError(
+                f"{spec.label}: the spec (with --set / --smoke-test) differs from the one sweep {spec.name!r} "
+                "started with; resume with the same arguments"
+            )
+        uri = state["uri"]
+        parent = tracking.attach_run(state["parent_run_id"], uri, reopen=True)
+        interrupted = close_orphans(spec.name, parent.run_id, uri, names.INTERRUPTED)
+        log(
+            f"resuming sweep {spec.name} (parent run {parent.run_id}); {interrupted} interrupted trial run(s)"
+        )
+        return parent, uri
+    uri = tracking.tracking_uri()
+    tracking.ensure_experiment(spec.name, uri)
+    if exp_dir is not None and exp_dir.exists():
+        aside = exp_dir.with_name(f"{exp_dir.name}.{datetime.now():%Y%m%d-%H%M%S}")
+        exp_dir.rename(aside)
+        log(f"moved the previous results of sweep {spec.name} to {aside} (--resume continues a sweep)")
+    parent = start_parent_run(spec, uri, spec_path)
+    if exp_dir is not None:
+        exp_dir.mkdir(parents=True, exist_ok=True)
+        state = {
+            "parent_run_id": parent.run_id,
+            "uri": uri,
+            "spec": json.loads(json.dumps(spec.raw, default=str)),
+        }
+        (exp_dir / STATE_FILE).write_text(json.dumps(state, indent=2))
+    log(f"sweep {spec.name}: parent run {parent.run_id}; MLflow store {uri}")
+    return parent, uri
+
+
+def _restore_snapshot(spec: SweepSpec, resume: bool, log=print) -> None:
+    """On ``--resume``, put the last consistent copy of Tune's state in place (see :mod:`.snapshot`)."""
+    exp_dir = spec.experiment_dir()
+    if resume and exp_dir is not None and exp_dir.is_dir():
+        session = snapshot.restore(exp_dir)
+        if session is not None:
+            log(f"restoring Tune's experiment state saved at {session}")
+
+
+def _trial_summary(result) -> dict[str, Any]:
+    metrics = result.metrics or {}
+    keys = ("trial_id", "signature", "mlflow_run_id", "done_epochs", "reused")
+    return {"error": result.error is not None, **{k: metrics.get(k) for k in keys}}
+
+
+def trial_tracking_uri(uri: str, address: str | None, log=print) -> str:
+    """The tracking URI the trials log to: on a cluster, a server on this node's loopback by its node address.
+
+    ``MLFLOW_TRACKING_URI=http://127.0.0.1:5000`` is right for a driver on the head, wrong for a trial on another
+    node (its own loopback). The server must listen on that address (``--host 0.0.0.0``) and accept it as a Host
+    header (MLflow accepts private addresses by default; others need ``--allowed-hosts``).
+    """
+    if address is None:
+        return uri
+    if uri.startswith("sqlite:"):
+        log(f"note: trials on other nodes log to {uri}: every node must see that file at that path")
+        return uri
+    parsed = urlsplit(uri)
+    if parsed.scheme in ("http", "https") and parsed.hostname in ("localhost", "127.0.0.1", "::1"):
+        node = tuner.node_address()
+        host = f"[{node}]" if ":" in node else node
+        userinfo = parsed.netloc.rpartition("@")[0]
+        netloc = (f"{userinfo}@" if userinfo else "") + (f"{host}:{parsed.port}" if parsed.port else host)
+        new = urlunsplit(parsed._replace(netloc=netloc))
+        shown = urlunsplit(parsed._replace(netloc=netloc.rpartition("@")[2]))  # no credentials in the log
+        log(
+            f"note: {uri.replace(parsed.netloc, parsed.netloc.rpartition('@')[2])} is this node's loopback; "
+            f"trials log to {shown} so that other nodes reach it"
+        )
+        return new
+    return uri

@@ -1,0 +1,270 @@
+"""The only module that imports ray: the Ray Tune side of a sweep.
+
+Builds the ``tune.Tuner`` of a spec -- the trainable (:func:`train_trial`), Optuna (TPE, or its random sampler)
+with the define-by-run conditional space inside a ConcurrencyLimiter, or a grid; ASHA on the validation metric;
+FailureConfig / CheckpointConfig; the callbacks that close child runs Tune stops (:class:`ChildRunCloser`) and
+keep a consistent copy of Tune's state (:class:`StateSnapshot`) -- fits or restores it (:func:`fit`), and
+starts or joins Ray (:func:`init_ray`). Driving a sweep (parent run, resume state, tracking URI, the test stage)
+is :mod:`sepray.sweep.driver`.
+
+The trainable is an importable function; its body, :func:`sepray.sweep.trial.run_trial`, takes the report
+and checkpoint functions as arguments so that tests call it without Ray.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray import tune
+from ray.tune import Callback
+from ray.tune.schedulers import ASHAScheduler
+from ray.tune.search import ConcurrencyLimiter
+from ray.tune.search.optuna import OptunaSearch
+
+from sepray import names, tracking
+from sepray.errors import SweepError
+from sepray.sweep import snapshot
+from sepray.sweep.space import GRID_KEY, grid_points
+from sepray.sweep.spec import SweepSpec
+from sepray.sweep.trial import TrialContext, run_trial
+
+# ----------------------------------------------------------------------------------------------------------
+# naming trials
+
+
+class TrialNamer:
+    """Names a trial (and its folder) by its config signature plus Ray's trial id (picklable)."""
+
+    def __init__(self, sweep: TrialContext):
+        self.sweep = sweep
+
+    def __call__(self, trial) -> str:
+        try:
+            sig = self.sweep.trial_config(trial.config).signature()
+        except Exception:
+            sig = "invalid"
+        return f"{sig}_{trial.trial_id}"
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the trainable
+
+
+def train_trial(config: dict[str, Any], sweep: TrialContext) -> None:
+    """Ray Tune function trainable: resume from ``tune.get_checkpoint()``, train, ``tune.report`` per epoch."""
+    trial_id = tune.get_context().get_trial_id()
+
+    def report(metrics: dict[str, Any], checkpoint_dir: Path | None = None) -> None:
+        checkpoint = tune.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir else None
+        tune.report(metrics, checkpoint=checkpoint)
+
+    checkpoint = tune.get_checkpoint()
+    with tempfile.TemporaryDirectory(prefix="sepray-resume-") as tmp:
+        resume_dir = None
+        if checkpoint is not None:
+            resume_dir = Path(checkpoint.to_directory(tmp))
+        run_trial(config, sweep, trial_id, report, resume_dir)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# callbacks and the Tuner
+
+
+class ChildRunCloser(Callback):
+    """Closes the MLflow child run of a trial Tune stops (ASHA, time budget) or gives up on (picklable)."""
+
+    def __init__(self, experiment: str, parent_run_id: str, uri: str):
+        self.experiment = experiment
+        self.parent_run_id = parent_run_id
+        self.uri = uri
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._close(trial, "KILLED", names.STOPPED_EARLY)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._close(trial, "FAILED", names.FAILED)
+
+    def _close(self, trial, status: str, outcome: str) -> None:
+        try:
+            runs = tracking.child_runs(self.experiment, self.parent_run_id, self.uri, trial_id=trial.trial_id)
+            for r in runs:
+                if r.info.status == "RUNNING":
+                    run = tracking.Run(r.info.run_id, self.uri)
+                    run.set_tags(
+                        {
+                            names.OUTCOME: outcome,
+                            names.EPOCHS: (trial.last_result or {}).get("done_epochs", 0),
+                        }
+                    )
+                    run.end(status)
+        except Exception as exc:  # never break the sweep over bookkeeping; close_orphans runs at the end
+            print(f"sepray: could not close the MLflow run of trial {trial.trial_id}: {exc}", file=sys.stderr)
+
+
+class StateSnapshot(Callback):
+    """After each save of Tune's experiment state, keeps a consistent copy of it (picklable).
+
+    See :mod:`sepray.sweep.snapshot`: Tune's own copy to the experiment folder can mix two saves when the driver
+    is killed; ``--resume`` restores this copy instead. Tune calls ``get_state`` right after writing the trial
+    list and the searcher state to its driver staging folder, which the trial hooks tell us.
+    """
+
+    def __init__(self, experiment: str):
+        self.experiment = experiment
+        self._staging: str | None = None
+
+    def _note(self, trial) -> None:
+        self._staging = trial.storage.experiment_driver_staging_path
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self._note(trial)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        self._note(trial)
+
+    def get_state(self):
+        if self._staging is not None:
+            try:
+                snapshot.take(Path(self._staging), Path(self.experiment))
+            except OSError as exc:  # never break the sweep over it; --resume falls back to Tune's own files
+                print(f"sepray: could not copy Tune's experiment state: {exc}", file=sys.stderr)
+        return None
+
+    def __getstate__(self):
+        return {"experiment": self.experiment, "_staging": None}
+
+
+def build_tuner_parts(spec: SweepSpec, sweep: TrialContext) -> dict[str, Any]:
+    """The trainable, param space, TuneConfig and RunConfig of a sweep (also used by tests)."""
+    import optuna
+
+    trainable = tune.with_resources(
+        tune.with_parameters(train_trial, sweep=sweep),
+        {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu},
+    )
+    search_alg = None
+    param_space: dict[str, Any] = {}
+    max_concurrent_trials = None
+    if spec.search.algorithm == "grid":
+        param_space = {GRID_KEY: tune.grid_search(grid_points(spec.params, spec.fixed, spec.families))}
+        max_concurrent_trials = spec.search.max_concurrent
+        num_samples = 1
+    else:
+        if spec.search.algorithm == "random":
+            sampler = optuna.samplers.RandomSampler(seed=spec.search.seed)
+        else:
+            kwargs = (
+                {} if spec.search.startup_trials is None else {"n_startup_trials": spec.search.startup_trials}
+            )
+            sampler = optuna.samplers.TPESampler(seed=spec.search.seed, **kwargs)
+        searcher = OptunaSearch(space=spec.space(), metric=spec.metric, mode=spec.mode, sampler=sampler)
+        search_alg = ConcurrencyLimiter(searcher, max_concurrent=spec.search.max_concurrent)
+        num_samples = spec.num_samples
+    scheduler = None
+    if spec.scheduler.type == "asha":
+        scheduler = ASHAScheduler(
+            time_attr="training_iteration",
+            metric=spec.metric,
+            mode=spec.mode,
+            max_t=spec.epochs,
+            grace_period=min(spec.scheduler.grace_period, spec.epochs),
+            reduction_factor=spec.scheduler.reduction_factor,
+        )
+    namer = TrialNamer(sweep)
+    callbacks: list[Callback] = [ChildRunCloser(spec.name, sweep.parent_run_id, sweep.uri)]
+    exp_dir = spec.experiment_dir()
+    if exp_dir is not None:
+        callbacks.append(StateSnapshot(str(exp_dir)))
+    tune_config = tune.TuneConfig(
+        search_alg=search_alg,
+        scheduler=scheduler,
+        num_samples=num_samples,
+        max_concurrent_trials=max_concurrent_trials,
+        time_budget_s=spec.budget.sweep_seconds,
+        reuse_actors=True,  # a finished trial's worker takes the next one: no second torch / mlflow import
+        trial_name_creator=namer,
+        trial_dirname_creator=namer,
+    )
+    run_config = tune.RunConfig(
+        name=spec.name,
+        storage_path=spec.storage_path(),
+        failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+        checkpoint_config=tune.CheckpointConfig(
+            num_to_keep=spec.keep_checkpoints,
+            checkpoint_score_attribute=spec.metric,
+            checkpoint_score_order=spec.mode,
+        ),
+        callbacks=callbacks,
+        verbose=1,
+    )
+    return {
+        "trainable": trainable,
+        "param_space": param_space,
+        "tune_config": tune_config,
+        "run_config": run_config,
+    }
+
+
+def fit(spec: SweepSpec, sweep: TrialContext, resume: bool, log=print):
+    """Run the sweep's Tuner (restored from its experiment folder when ``resume``); Tune's ResultGrid."""
+    parts = build_tuner_parts(spec, sweep)
+    path = f"{spec.storage_path().rstrip('/')}/{spec.name}"
+    if resume and not tune.Tuner.can_restore(path):
+        log(f"{path}: Tune had not saved its state yet; starting the trials again under the same parent run")
+        resume = False
+    if resume:
+        tuner = tune.Tuner.restore(
+            path,
+            trainable=parts["trainable"],
+            param_space=parts["param_space"] or None,
+            resume_unfinished=True,
+            resume_errored=True,
+        )
+    else:
+        tuner = tune.Tuner(
+            parts["trainable"],
+            param_space=parts["param_space"],
+            tune_config=parts["tune_config"],
+            run_config=parts["run_config"],
+        )
+    return tuner.fit()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the Ray instance
+
+
+def node_address() -> str:
+    """This node's address in the Ray cluster (what other nodes reach it by)."""
+    return ray.util.get_node_ip_address()
+
+
+def shutdown() -> None:
+    ray.shutdown()
+
+
+def init_ray(address: str | None, num_cpus: int | None) -> None:
+    """Start a fresh local Ray instance (``address=None``) or join the cluster at ``address``."""
+    if ray.is_initialized():
+        return
+    try:
+        if address is None:
+            # a fresh local instance, never a cluster that happens to run on this machine
+            ray.init(address="local", num_cpus=num_cpus, include_dashboard=False)
+        else:
+            ray.init(address=address)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        where = "a local Ray instance" if address is None else f"the Ray cluster at {address}"
+        hint = ""
+        if address not in (None, "auto") and not os.environ.get("RAY_AUTH_MODE"):
+            # Ray sends its token to an explicitly named address only when told to
+            hint = (
+                "; if that cluster uses token authentication (Ray's default when its head has a token), "
+                "set RAY_AUTH_MODE=token and the cluster's token in RAY_AUTH_TOKEN or ~/.ray/auth_token"
+            )
+        raise SweepError(f"cannot start or join {where}: {str(exc).strip().splitlines()[0]}{hint}") from None
