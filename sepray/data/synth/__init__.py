@@ -23,6 +23,7 @@ Modules:
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import time
@@ -103,7 +104,11 @@ def write_corpus(
     name and renamed into place; folders already complete for these parameters are left untouched.
     """
     _check_arguments(seed, seconds, sample_rate)
+    if songs < 1:
+        raise ValueError(f"songs must be >= 1, got {songs}")
     out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"{out_dir}: exists and is not a folder; the corpus needs a folder")
     out_dir.mkdir(parents=True, exist_ok=True)
     _remove_stale_temp_dirs(out_dir)
     width = max(3, len(str(songs - 1)))
@@ -166,8 +171,8 @@ def _remove_stale_temp_dirs(out_dir: Path, max_age_s: float = 3600.0) -> None:
 def _check_arguments(seed: int, seconds: float, sample_rate: int) -> None:
     if int(seed) < 0:
         raise ValueError(f"seed must be >= 0, got {seed}")
-    if not seconds > 0:
-        raise ValueError(f"seconds must be > 0, got {seconds}")
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise ValueError(f"seconds must be a finite number > 0, got {seconds}")
     if sample_rate < 8000:
         raise ValueError(f"sample_rate must be >= 8000 Hz, got {sample_rate}")
 
