@@ -6,15 +6,27 @@ import contextlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 
+def file_in_the_way(path: str | os.PathLike) -> Path | None:
+    """The nearest existing parent of ``path`` when it is not a folder (so ``path`` cannot be created)."""
+    parent = Path(path).parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    return None if parent.is_dir() else parent
+
+
 @contextlib.contextmanager
-def folder_written_atomically(directory: str | os.PathLike) -> Iterator[Path]:
+def folder_written_atomically(
+    directory: str | os.PathLike, may_replace: Callable[[Path], object] | None = None
+) -> Iterator[Path]:
     """Yield a temporary folder; on success it replaces ``directory``, on any error it is removed.
 
     A folder already at ``directory`` is moved aside first and deleted only once the new one is in place.
+    With ``may_replace``, whatever sits at ``directory`` is replaced only after ``may_replace(directory)``
+    returns; it raises to keep that entry untouched (the new folder is then discarded).
     """
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
@@ -23,10 +35,18 @@ def folder_written_atomically(directory: str | os.PathLike) -> Iterator[Path]:
     try:
         yield tmp
         old = None
-        if directory.exists():
+        if directory.exists() or directory.is_symlink():
+            if may_replace is not None:
+                may_replace(directory)
             old = Path(tempfile.mkdtemp(prefix=f".old-{directory.name}-", dir=directory.parent))
             os.replace(directory, old / directory.name)
-        os.replace(tmp, directory)
+        try:
+            os.replace(tmp, directory)
+        except BaseException:
+            if old is not None:  # put the old entry back rather than lose it
+                os.replace(old / directory.name, directory)
+                old.rmdir()
+            raise
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     except BaseException:

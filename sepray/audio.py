@@ -30,18 +30,27 @@ def audio_info(path: str | os.PathLike) -> tuple[int, int, int]:
     return info.samplerate, info.channels, info.frames
 
 
+def check_audio_path(path: str | os.PathLike) -> None:
+    """AudioError (one line naming the path) unless ``path`` is an existing file."""
+    path = Path(path)
+    if path.is_dir():
+        raise AudioError(f"{path}: is a directory, expected an audio file")
+    if not path.is_file():
+        raise AudioError(f"{path}: no such file")
+
+
 class AudioReader:
     """An open audio file read in blocks: ``read(start, stop)`` -> (channels, stop - start) float32.
 
     Samples outside ``[0, frames)`` read as zeros, so callers can ask for filter margins at the edges.
-    Raises AudioError (one line naming the file) when the file is missing, unreadable or empty.
+    Raises AudioError (one line naming the file) when the file is missing, unreadable or empty, and from
+    ``read`` when a block read holds a NaN or infinite sample (naming the time of the first one).
     Use as a context manager, or call ``close()``.
     """
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
-        if not self.path.is_file():
-            raise AudioError(f"{self.path}: no such file")
+        check_audio_path(self.path)
         try:
             self._file = sf.SoundFile(str(self.path))
         except Exception as exc:
@@ -69,6 +78,13 @@ class AudioReader:
                 raise AudioError(f"{self.path}: cannot read audio ({_short(exc)})") from None
             if data.shape[0] != hi - lo:
                 raise AudioError(f"{self.path}: truncated audio (got {data.shape[0]} of {hi - lo} frames)")
+            finite = np.isfinite(data).all(axis=1)
+            if not finite.all():
+                first = lo + int(np.argmin(finite))
+                raise AudioError(
+                    f"{self.path}: NaN or infinite sample at {first / self.samplerate:.3f} s "
+                    f"(frame {first}); the audio must be finite"
+                )
             out[:, lo - start : hi - start] = torch.from_numpy(data.T)
         return out
 
@@ -136,7 +152,8 @@ class AudioWriter:
 def read_audio(path: str | os.PathLike) -> tuple[torch.Tensor, int]:
     """Decode a whole audio file -> (tensor (channels, time) float32, sample_rate).
 
-    Raises AudioError (one line naming the file) when the file is missing, unreadable or empty.
+    Raises AudioError (one line naming the file) when the file is missing, unreadable or empty, or holds a
+    NaN or infinite sample.
     """
     with AudioReader(path) as reader:
         return reader.read(0, reader.frames), reader.samplerate

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from pathlib import Path
@@ -11,6 +12,51 @@ import sepray
 from sepray.errors import UsageError, UserError
 
 EXIT_USER_ERROR = 2
+
+
+def _one_line(exc: BaseException) -> str:
+    """The first line of an error's message; an OSError on a path says ``PATH: reason``."""
+    if (
+        isinstance(exc, OSError)
+        and not isinstance(exc, UserError)
+        and exc.filename is not None
+        and exc.strerror
+    ):
+        return f"{exc.filename}: {exc.strerror}"
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def _check_run_id(run_id: str) -> None:
+    from sepray.tracking import check_run_id
+
+    check_run_id(run_id)
+
+
+def positive_seconds(text: str) -> float:
+    """argparse type: a finite number of seconds > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
+    return value
+
+
+def int_at_least(minimum: int):
+    """argparse type: an integer >= ``minimum``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {text!r}")
+        return value
+
+    parse.__name__ = f"int_at_least_{minimum}"
+    return parse
 
 
 def cmd_data_synth(args: argparse.Namespace) -> None:
@@ -28,6 +74,8 @@ def cmd_train(args: argparse.Namespace) -> None:
 
     if args.config is None and args.resume is None:
         raise UsageError("sepray train: give a CONFIG (YAML path or preset name) or --resume RUN_ID")
+    if args.resume is not None:
+        _check_run_id(args.resume)
     cfg = load_config(args.config, args.set) if args.config is not None else None
     if args.resume is not None and args.set and cfg is None:
         raise UsageError("--set needs CONFIG when resuming")
@@ -45,6 +93,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from sepray.evaluate import evaluate_run, format_evaluation
 
+    _check_run_id(args.run_id)
     result = evaluate_run(args.run_id, data_path=args.data, split=args.split, device=args.device)
     print(format_evaluation(result))
 
@@ -52,6 +101,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 def cmd_separate(args: argparse.Namespace) -> None:
     from sepray.separate import separate_run
 
+    _check_run_id(args.run_id)
     outs = separate_run(
         args.run_id,
         args.inputs,
@@ -59,6 +109,7 @@ def cmd_separate(args: argparse.Namespace) -> None:
         device=args.device,
         chunk_seconds=args.chunk_seconds,
         show_progress=not args.quiet,
+        log=lambda msg: print(msg, file=sys.stderr),
     )
     for out in outs:
         print(out)
@@ -117,10 +168,10 @@ def build_parser() -> argparse.ArgumentParser:
     data = sub.add_parser("data", help="datasets").add_subparsers(dest="data_command", required=True)
     synth = data.add_parser("synth", help="write the built-in synthetic corpus (CCMixter layout)")
     synth.add_argument("out", type=Path)
-    synth.add_argument("--songs", type=int, default=16)
-    synth.add_argument("--seconds", type=float, default=20.0)
-    synth.add_argument("--seed", type=int, default=0)
-    synth.add_argument("--sample-rate", type=int, default=16000)
+    synth.add_argument("--songs", type=int_at_least(1), default=16)
+    synth.add_argument("--seconds", type=positive_seconds, default=20.0)
+    synth.add_argument("--seed", type=int_at_least(0), default=0)
+    synth.add_argument("--sample-rate", type=int_at_least(8000), default=16000)
     synth.set_defaults(func=cmd_data_synth)
 
     train = sub.add_parser("train", help="train one separator, logged to MLflow; prints the run id last")
@@ -146,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     sep.add_argument("inputs", nargs="+", help="audio files")
     sep.add_argument("-o", "--out", default="separated", help="output folder (one sub-folder per song)")
     sep.add_argument("--device", default="auto")
-    sep.add_argument("--chunk-seconds", type=float, default=10.0)
+    sep.add_argument("--chunk-seconds", type=positive_seconds, default=10.0)
     sep.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     sep.set_defaults(func=cmd_separate)
 
@@ -177,9 +228,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("sepray: interrupted", file=sys.stderr)
         return 130
-    except UserError as exc:
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        print(f"sepray: error: {msg}", file=sys.stderr)
+    except (UserError, OSError) as exc:
+        if isinstance(exc, OSError) and not isinstance(exc, UserError) and exc.filename is None:
+            raise  # not about a path the user gave (e.g. a broken connection): a bug or an outage, in full
+        print(f"sepray: error: {_one_line(exc)}", file=sys.stderr)
         if os.environ.get("SEPRAY_DEBUG"):
             raise
         return EXIT_USER_ERROR

@@ -1,8 +1,10 @@
 """Score folders of separated WAVs against reference folders.
 
 Layout of both folders: one sub-folder per song, holding ``<source>.wav`` files (``vocals.wav``,
-``accompaniment.wav``, any other source). Every source present in both folders is scored for every song present
-in both; ``mixture.wav`` is the separator's input, not a source, and is ignored.
+``accompaniment.wav``, any other source). Every song present in both folders is scored; ``mixture.wav`` is the
+separator's input, not a source, and is ignored. The scored sources are those the references have that are
+either sepray's own (vocals, accompaniment) or estimated in some song; each of them must then be present in
+every common song on both sides (a missing one is an error). Sources left out are listed in the notes.
 
 Scores (see `sepray.metrics`): museval v4 SDR (1 s frames, median over frames per song, then median over songs)
 and the MDX challenge utterance SDR. Audio is read only through `sepray.audio.read_audio`.
@@ -11,13 +13,15 @@ and the MDX challenge utterance SDR. Audio is read only through `sepray.audio.re
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from sepray import SOURCES
-from sepray.atomic import write_text_atomically
+from sepray.atomic import file_in_the_way, write_text_atomically
 from sepray.audio import read_audio
 from sepray.errors import UserError
 from sepray.metrics import median_sdr, sdr_frames, utterance_sdr
@@ -42,7 +46,8 @@ def score_folders(
 
     All sources of a song are scored together (museval semantics: a frame where any reference or estimate is
     silent is NaN for every source). An estimate whose length differs from its reference is zero-padded or
-    truncated to the reference length, as `museval.evaluate` does, and the result's ``"notes"`` say so.
+    truncated to the reference length, as `museval.evaluate` does. The result's ``"notes"`` say so, and name
+    the songs and sources left unscored and the files that make a song's SDR undefined (silent throughout).
 
     Result::
 
@@ -58,21 +63,34 @@ def score_folders(
     reference) the strings ``"inf"`` / ``"-inf"``, so the dict is plain JSON. Medians skip NaN.
 
     Raises:
-        ScoringError: a missing folder, no song in common, a common song with no source in common, or a
-            reference/estimate pair differing in sample rate or channels (one line naming the folder/file).
-        sepray.audio.AudioError: an unreadable WAV (one line naming the file).
+        ScoringError: a missing folder, no song in common, a common song with no source in common or
+            missing a scored source (see the module docstring), a reference/estimate pair differing in sample
+            rate or channels, or a ``json_path`` that cannot be a file (checked before scoring); one line
+            naming the folder/file.
+        sepray.audio.AudioError: an unreadable WAV, or one with NaN/Inf samples (one line naming the file).
     """
     reference_dir, estimate_dir = Path(reference_dir), Path(estimate_dir)
+    if json_path is not None:
+        _check_json_path(Path(json_path))
     reference_songs = _song_folders(reference_dir)
     estimate_songs = _song_folders(estimate_dir)
     common = sorted(set(reference_songs) & set(estimate_songs))
     if not common:
         raise ScoringError(f"{estimate_dir}: no song folder in common with reference folder {reference_dir}")
 
-    songs: dict[str, dict] = {}
     notes: list[str] = []
+    for side, other, only in (
+        ("reference", "estimate", set(reference_songs) - set(common)),
+        ("estimate", "reference", set(estimate_songs) - set(common)),
+    ):
+        if only:
+            notes.append(
+                f"not scored: {', '.join(sorted(only))} ({side} song folders with no {other} folder)"
+            )
+    scored = _scored_sources(reference_dir, estimate_dir, common, notes)
+    songs: dict[str, dict] = {}
     for song in common:
-        songs[song] = _score_song(reference_dir / song, estimate_dir / song, notes)
+        songs[song] = _score_song(reference_dir / song, estimate_dir / song, notes, scored)
 
     sources = _ordered({source for scores in songs.values() for source in scores})
     result = {
@@ -95,23 +113,29 @@ def score_folders(
 
 
 def format_table(result: dict, metric: str = "sdr") -> str:
-    """A readable table of `score_folders`' result: one row per song, one column per source, then the median row.
+    """A readable table of `score_folders`' result: one row per song, one column per source, then the median
+    row, then the result's notes.
 
-    `metric` is ``"sdr"`` (museval v4 per-song median, the default) or ``"utterance_sdr"``; the first line
-    names it.
+    `metric` is ``"sdr"`` (museval v4 per-song median, the default, with each source's utterance SDR in a
+    column beside it) or ``"utterance_sdr"`` alone; the first lines name them.
     """
     if metric not in _TABLE_METRICS:
         raise ValueError(f"metric must be one of {sorted(_TABLE_METRICS)}, got {metric!r}")
-    title, median_key = _TABLE_METRICS[metric]
+    metrics = [metric, "utterance_sdr"] if metric == "sdr" else [metric]
+    titles = [f"{_TABLE_METRICS[metric][0]}, dB"]
+    if len(metrics) > 1:
+        titles.append(f"'<source> utt': {UTTERANCE_METRIC}, dB")
     sources = _ordered({src for scores in result["songs"].values() for src in scores})
+    columns = [(src, m) for src in sources for m in metrics]
     rows = [
-        [song] + [_cell(scores.get(src, {}).get(metric, "")) for src in sources]
+        [song] + [_cell(scores.get(src, {}).get(m, "")) for src, m in columns]
         for song, scores in result["songs"].items()
     ]
     rows.append(
-        [f"median ({len(result['songs'])} songs)"] + [_cell(result[median_key].get(src)) for src in sources]
+        [f"median ({len(result['songs'])} songs)"]
+        + [_cell(result[_TABLE_METRICS[m][1]].get(src)) for src, m in columns]
     )
-    header = ["song"] + list(sources)
+    header = ["song"] + [src if m == metric else f"{src} utt" for src, m in columns]
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
 
     def line(cells: list[str]) -> str:
@@ -121,19 +145,51 @@ def format_table(result: dict, metric: str = "sdr") -> str:
 
     rule = "-" * len(line(header))
     body = [line(row) for row in rows[:-1]]
-    return "\n".join([f"{title}, dB", line(header), rule, *body, rule, line(rows[-1])])
+    notes = ["notes:", *(f"  {note}" for note in result["notes"])] if result["notes"] else []
+    return "\n".join([*titles, line(header), rule, *body, rule, line(rows[-1]), *notes])
 
 
-def _score_song(reference_song: Path, estimate_song: Path, notes: list[str]) -> dict[str, dict]:
-    """Score the sources of one song jointly -> {source: {"sdr", "frames", "utterance_sdr"}} (raw floats)."""
+def _scored_sources(
+    reference_dir: Path, estimate_dir: Path, common: list[str], notes: list[str]
+) -> list[str]:
+    """The sources to score in every common song (see the module docstring); a song missing one is an error."""
+    ref_files = {song: _source_files(reference_dir / song) for song in common}
+    est_files = {song: _source_files(estimate_dir / song) for song in common}
+    referenced = set().union(*ref_files.values())
+    estimated = set().union(*est_files.values())
+    scored = _ordered(referenced & (estimated | set(SOURCES)))
+    for song in common:
+        if not set(ref_files[song]) & set(est_files[song]):
+            raise ScoringError(
+                f"{estimate_dir / song}: no <source>.wav in common with reference folder {reference_dir / song} "
+                f"(reference has {sorted(ref_files[song]) or 'none'}, "
+                f"estimate has {sorted(est_files[song]) or 'none'})"
+            )
+        for source in scored:
+            if source in ref_files[song] and source not in est_files[song]:
+                raise ScoringError(
+                    f"{estimate_dir / song}: missing {source}.wav (the reference {ref_files[song][source]} exists)"
+                )
+            if source not in ref_files[song]:
+                raise ScoringError(
+                    f"{reference_dir / song}: missing {source}.wav (other reference songs have {source}.wav)"
+                )
+    if referenced - set(scored):
+        unscored = ", ".join(_ordered(referenced - set(scored)))
+        notes.append(f"not scored: {unscored} (reference sources with no estimate in any song)")
+    if estimated - referenced:
+        notes.append(
+            f"not scored: {', '.join(_ordered(estimated - referenced))} (estimates with no reference)"
+        )
+    return scored
+
+
+def _score_song(
+    reference_song: Path, estimate_song: Path, notes: list[str], sources: list[str]
+) -> dict[str, dict]:
+    """Score ``sources`` of one song jointly -> {source: {"sdr", "frames", "utterance_sdr"}} (raw floats)."""
     ref_files = _source_files(reference_song)
     est_files = _source_files(estimate_song)
-    sources = _ordered(set(ref_files) & set(est_files))
-    if not sources:
-        raise ScoringError(
-            f"{estimate_song}: no <source>.wav in common with reference folder {reference_song} "
-            f"(reference has {sorted(ref_files) or 'none'}, estimate has {sorted(est_files) or 'none'})"
-        )
 
     references, estimates, rate = [], [], None
     for source in sources:
@@ -170,10 +226,40 @@ def _score_song(reference_song: Path, estimate_song: Path, notes: list[str]) -> 
     frames = sdr_frames(refs, ests, rate)  # (S, F)
     medians = median_sdr(frames)  # (S,)
     utterance = utterance_sdr(refs, ests)  # (S,)
+    if np.isnan(medians).any():
+        notes.append(
+            _undefined_sdr_note(estimate_song.name, sources, medians, refs, ests, ref_files, est_files)
+        )
     return {
         source: {"sdr": float(medians[i]), "frames": frames[i].tolist(), "utterance_sdr": float(utterance[i])}
         for i, source in enumerate(sources)
     }
+
+
+def _undefined_sdr_note(song, sources, medians, refs, ests, ref_files, est_files) -> str:
+    """Why a song's SDR is undefined ("-"): museval leaves a frame undefined where any reference or estimate
+    is silent (sums to zero over channels at every sample), so one silent file blanks every source."""
+    silent = [
+        str(files[src])
+        for files, audio in ((ref_files, refs), (est_files, ests))
+        for i, src in enumerate(sources)
+        if not audio[i].sum(0).any()
+    ]
+    blank = ", ".join(src for src, m in zip(sources, medians, strict=True) if math.isnan(m))
+    if silent:
+        why = f"silent throughout: {', '.join(silent)}"
+    else:
+        why = "every frame has a silent reference or estimate"
+    return f"{song}: SDR undefined ('-') for {blank}: {why} (museval leaves such frames undefined)"
+
+
+def _check_json_path(path: Path) -> None:
+    """Fail before scoring when the JSON cannot be written at ``path`` (one line naming it)."""
+    if path.is_dir():
+        raise ScoringError(f"{path}: is a directory, expected a path for the JSON file")
+    blocker = file_in_the_way(path)
+    if blocker is not None:
+        raise ScoringError(f"{blocker}: is not a folder, cannot write {path}")
 
 
 def _song_folders(root: Path) -> dict[str, Path]:

@@ -11,6 +11,8 @@ bounded by the chunk length, not the song length.
 from __future__ import annotations
 
 import contextlib
+import functools
+import json
 import math
 import os
 import sys
@@ -22,9 +24,11 @@ from typing import Protocol
 import torch
 from tqdm import tqdm
 
+import sepray
 from sepray import SOURCES, dsp
-from sepray.atomic import folder_written_atomically
-from sepray.audio import AudioError, AudioReader, AudioWriter, audio_info
+from sepray.atomic import file_in_the_way, folder_written_atomically
+from sepray.audio import AudioError, AudioReader, AudioWriter, audio_info, check_audio_path
+from sepray.errors import UsageError, UserPathError
 from sepray.models import Separator
 from sepray.package import PackageInfo
 
@@ -281,8 +285,7 @@ def check_inputs(paths: list[Path]) -> None:
     if not paths:
         raise AudioError("no input files given")
     for path in paths:
-        if not path.is_file():
-            raise AudioError(f"{path}: no such file")
+        check_audio_path(path)
         _, _, frames = audio_info(path)
         if frames == 0:
             raise AudioError(f"{path}: empty audio file (0 samples)")
@@ -290,6 +293,70 @@ def check_inputs(paths: list[Path]) -> None:
     dupes = {n for n in names if names.count(n) > 1}
     if dupes:
         raise AudioError(f"two inputs would write the same output folder {sorted(dupes)[0]!r}; rename one")
+
+
+SEPARATION_MANIFEST = ".sepray-separation.json"
+"""Written inside every output folder of :func:`separate_file`: its format and the files it wrote. Only a
+folder holding it and nothing but the files it lists is ever replaced by a new separation."""
+SEPARATION_FORMAT = "sepray-separation"
+
+
+def check_output_root(outdir: Path) -> None:
+    """ValueError (one line naming the path) when the ``-o`` folder cannot be a folder."""
+    if outdir.exists() and not outdir.is_dir():
+        raise UserPathError(f"{outdir}: exists and is not a folder; the output (-o) must be a folder")
+    blocker = file_in_the_way(outdir)
+    if blocker is not None:
+        raise UserPathError(f"{blocker}: is not a folder, cannot create the output folder {outdir}")
+
+
+def check_output_folder(target: Path, inputs: list[Path]) -> bool:
+    """May a separation be written to ``target``? False: nothing is there; True: ``target`` is a previous
+    separation (its manifest and only the files it lists) that will be replaced.
+
+    Raises ValueError (one line naming ``target``) for anything else there, which is never removed: one of
+    the ``inputs`` or a folder holding one, a file, a link, a folder without the manifest or with other files.
+    """
+    dst = target.resolve()
+    for source in inputs:
+        src = source.resolve()
+        if src == dst:
+            raise UserPathError(
+                f"{target}: is the input file itself; not replacing it (choose another -o folder)"
+            )
+        if dst in src.parents:
+            raise UserPathError(
+                f"{target}: holds the input {source}; not replacing it (choose another -o folder)"
+            )
+    if not (target.exists() or target.is_symlink()):
+        return False
+    keep = "not replacing it (move it away or choose another -o folder)"
+    if target.is_symlink() or not target.is_dir():
+        raise UserPathError(f"{target}: exists and is not a folder written by sepray separate; {keep}")
+    try:
+        manifest = json.loads((target / SEPARATION_MANIFEST).read_text())
+        written = set(manifest["files"]) if manifest.get("format") == SEPARATION_FORMAT else None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        written = None
+    if written is None:
+        raise UserPathError(
+            f"{target}: folder was not written by sepray separate (no {SEPARATION_MANIFEST}); {keep}"
+        )
+    extra = sorted(p.name for p in target.iterdir() if p.name not in written | {SEPARATION_MANIFEST})
+    if extra:
+        raise UserPathError(
+            f"{target}: holds files sepray separate did not write ({', '.join(extra)}); {keep}"
+        )
+    return True
+
+
+def _missing_folders(folder: Path) -> list[Path]:
+    """``folder`` and those of its parents that do not exist yet, deepest first."""
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    return missing
 
 
 def separate_file(
@@ -300,21 +367,29 @@ def separate_file(
     device: torch.device | str = "cpu",
     chunk_seconds: float = 10.0,
     show_progress: bool = True,
+    log: Callable[[str], None] | None = None,
 ) -> Path:
     """Separate one audio file into ``outdir/<song>/{vocals,accompaniment}.wav`` at the input's rate/channels.
 
     Streams the file (:func:`separate_stream`): memory does not grow with the song's length. The song's folder
-    is written under a temporary name and renamed into place when complete; nothing is left on an error.
+    is written under a temporary name and renamed into place when complete; nothing is left on an error (nor
+    the folders it created). A previous separation already at ``outdir/<song>`` is replaced (``log`` says
+    so); anything else there is an error and is left untouched (:func:`check_output_folder`).
     """
     with contextlib.ExitStack() as stack:
         reader = stack.enter_context(AudioReader(path))
+        target = outdir / path.stem
+        if check_output_folder(target, [path]) and log is not None:
+            log(f"replacing the previous separation in {target}")
         length = resampled_length(reader.frames, reader.samplerate, info.sample_rate)
         n = count_chunks(model, length, max(1, round(chunk_seconds * info.sample_rate)))
         bar = tqdm(total=n, desc=path.name, unit="chunk", file=sys.stderr, disable=not show_progress)
         stack.callback(bar.close)
-        target = outdir / path.stem
+        created = _missing_folders(outdir)
+        stack.push(functools.partial(_remove_if_failed, created))
         outdir.mkdir(parents=True, exist_ok=True)
-        with folder_written_atomically(target) as tmp, contextlib.ExitStack() as files:
+        replace_check = functools.partial(check_output_folder, inputs=[path])  # again, just before replacing
+        with folder_written_atomically(target, replace_check) as tmp, contextlib.ExitStack() as files:
             writers = {
                 name: files.enter_context(
                     AudioWriter(tmp / f"{name}.wav", reader.samplerate, reader.channels)
@@ -329,7 +404,28 @@ def separate_file(
             written = {w.frames for w in writers.values()}
             if written != {reader.frames}:
                 raise AssertionError(f"{path}: wrote {sorted(written)} frames, expected {reader.frames}")
+            manifest = {
+                "format": SEPARATION_FORMAT,
+                "input": str(path.resolve()),
+                "files": sorted(w.path.name for w in writers.values()),
+                "sample_rate": reader.samplerate,
+                "channels": reader.channels,
+                "frames": reader.frames,
+                "sepray_version": sepray.__version__,
+            }
+            (tmp / SEPARATION_MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return target
+
+
+def _remove_if_failed(created: list[Path], exc_type: type[BaseException] | None, *exc_info) -> None:
+    """An exit callback: after an error, remove the (empty) folders listed in ``created``, deepest first."""
+    if exc_type is None:
+        return
+    for folder in created:
+        try:
+            folder.rmdir()
+        except OSError:
+            break
 
 
 def load_run_model(run_id: str, device: torch.device | str = "cpu", uri: str | None = None):
@@ -353,12 +449,19 @@ def separate_run(
     chunk_seconds: float = 10.0,
     uri: str | None = None,
     show_progress: bool = True,
+    log: Callable[[str], None] | None = None,
 ) -> list[Path]:
-    """``sepray separate``: check every input, load the run's model, separate each file; return output folders."""
+    """``sepray separate``: check every input and output folder, load the run's model, separate each file;
+    return the output folders. ``log`` gets a line for each previous separation that is replaced."""
     from sepray.device import resolve_device
 
-    paths = [Path(p) for p in inputs]
+    if not (math.isfinite(chunk_seconds) and chunk_seconds > 0):
+        raise UsageError(f"chunk_seconds must be a finite number > 0, got {chunk_seconds}")
+    paths, outdir = [Path(p) for p in inputs], Path(outdir)
     check_inputs(paths)
+    check_output_root(outdir)
+    for path in paths:
+        check_output_folder(outdir / path.stem, paths)
     dev = resolve_device(device)
     model, info = load_run_model(run_id, dev, uri)
-    return [separate_file(model, info, p, Path(outdir), dev, chunk_seconds, show_progress) for p in paths]
+    return [separate_file(model, info, p, outdir, dev, chunk_seconds, show_progress, log) for p in paths]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 import time
 from collections.abc import Callable
@@ -198,7 +199,20 @@ def find_runs(experiment: str, filter_string: str = "", uri: str | None = None) 
             return runs
 
 
+RUN_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def check_run_id(run_id: str) -> str:
+    """``run_id`` when it has the form of an MLflow run id (32 lowercase hex characters), else TrackingError."""
+    if not isinstance(run_id, str) or not RUN_ID.fullmatch(run_id):
+        raise TrackingError(
+            f"{run_id!r}: not a run id: expected 32 hex characters (as `sepray train` prints)"
+        )
+    return run_id
+
+
 def _get_run(c: MlflowClient, run_id: str):
+    check_run_id(run_id)
     try:
         return c.get_run(run_id)
     except MlflowException as exc:

@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from sepray.audio import read_audio, write_audio
+from sepray.cli import main
 from sepray.metrics import median_sdr, sdr_frames, utterance_sdr
-from sepray.scoring import METRIC, ScoringError, format_table, score_folders
+from sepray.scoring import METRIC, UTTERANCE_METRIC, ScoringError, format_table, score_folders
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 EXCERPT = SHARED_DATA / "musdb18hq-sample" / "train" / "Music Delta - 80s Rock"
@@ -66,7 +67,11 @@ def test_scores_match_metrics_and_json(trees, tmp_path):
         "reference_only": ["only-reference"],
         "estimate_only": ["only-estimate"],
     }
-    assert result["notes"] == []
+    assert result["notes"] == [
+        "not scored: only-reference (reference song folders with no estimate folder)",
+        "not scored: only-estimate (estimate song folders with no reference folder)",
+        "not scored: drums (reference sources with no estimate in any song)",
+    ]
     per_song = {}
     for song, scores in result["songs"].items():
         assert list(scores) == ["vocals", "accompaniment"]  # drums has no estimate, mixture is ignored
@@ -103,11 +108,9 @@ def test_silent_frames_are_null_and_lengths_follow_the_reference(trees):
     for source in ("vocals", "accompaniment"):
         frames = result["songs"]["song-a"][source]["frames"]
         assert frames[1] is None and None not in (frames[0], frames[2])
-    assert (
-        len(result["notes"]) == 1
-        and "accompaniment.wav" in result["notes"][0]
-        and "zero-padded" in result["notes"][0]
-    )
+    (note,) = [note for note in result["notes"] if "zero-padded" in note]
+    assert str(ests / "song-b" / "accompaniment.wav") in note
+    assert note in format_table(result).split("notes:")[1]  # the note reaches the console
     padded = torch.nn.functional.pad(accompaniment[:, :-1000], (0, 1000))
     estimates = torch.stack([read_audio(ests / "song-b" / "vocals.wav")[0], padded])
     expected = sdr_frames(_read_song(refs / "song-b"), estimates, RATE)
@@ -169,3 +172,98 @@ def test_sample_rate_and_channel_mismatch(trees):
     with pytest.raises(ScoringError) as excinfo:
         score_folders(refs, ests)
     _one_line_error(excinfo, str(estimate), "channel")
+
+
+def test_table_shows_utterance_sdr_beside_sdr_and_the_notes(trees):
+    refs, ests = trees
+    result = score_folders(refs, ests)
+    lines = format_table(result).splitlines()
+    assert lines[0] == f"{METRIC}, dB" and UTTERANCE_METRIC in lines[1]
+    assert lines[2].split() == ["song", "vocals", "vocals", "utt", "accompaniment", "accompaniment", "utt"]
+    row = lines[4].split()
+    scores = result["songs"]["song-a"]
+    assert row == [
+        "song-a",
+        *(
+            f"{scores[src][key]:.2f}"
+            for src in ("vocals", "accompaniment")
+            for key in ("sdr", "utterance_sdr")
+        ),
+    ]
+    median = lines[lines.index(next(x for x in lines if x.startswith("median")))].split()
+    assert median[-1] == f"{result['median_utterance_sdr']['accompaniment']:.2f}"
+    assert lines[-4:] == ["notes:", *(f"  {note}" for note in result["notes"])]
+
+
+def test_a_missing_estimate_source_is_an_error(trees):
+    refs, ests = trees
+    (ests / "song-b" / "accompaniment.wav").unlink()
+    with pytest.raises(ScoringError) as excinfo:
+        score_folders(refs, ests)
+    _one_line_error(excinfo, f"{ests / 'song-b'}: missing accompaniment.wav", str(refs / "song-b"))
+
+
+def test_a_source_missing_from_every_estimate_is_an_error_when_it_is_seprays(trees):
+    """vocals / accompaniment are what sepray estimates: missing from all estimates is still missing."""
+    refs, ests = trees
+    for song in ("song-a", "song-b"):
+        (ests / song / "vocals.wav").unlink()
+    with pytest.raises(ScoringError) as excinfo:
+        score_folders(refs, ests)
+    _one_line_error(excinfo, f"{ests / 'song-a'}: missing vocals.wav")
+
+
+def test_a_reference_missing_a_scored_source_is_an_error(trees):
+    refs, ests = trees
+    (refs / "song-a" / "accompaniment.wav").unlink()
+    with pytest.raises(ScoringError) as excinfo:
+        score_folders(refs, ests)
+    _one_line_error(excinfo, f"{refs / 'song-a'}: missing accompaniment.wav")
+
+
+def test_a_silent_reference_is_explained(trees, capsys):
+    refs, ests = trees
+    silent = refs / "song-a" / "vocals.wav"
+    audio, _ = read_audio(silent)
+    write_audio(silent, torch.zeros_like(audio), RATE)
+    result = score_folders(refs, ests)
+    assert result["songs"]["song-a"]["vocals"]["sdr"] is None
+    assert result["songs"]["song-a"]["accompaniment"]["sdr"] is None  # museval: a silent source blanks all
+    (note,) = [note for note in result["notes"] if note.startswith("song-a")]
+    assert "SDR undefined ('-') for vocals, accompaniment" in note and f"silent throughout: {silent}" in note
+    assert main(["score", str(refs), str(ests)]) == 0
+    out = capsys.readouterr().out
+    assert note in out.split("notes:")[1]
+
+
+def test_cli_checks_the_json_path_before_scoring(trees, tmp_path, capsys, monkeypatch):
+    refs, ests = trees
+    folder = tmp_path / "scores"
+    folder.mkdir()
+
+    def must_not_score(*args):
+        raise AssertionError("scored before checking the JSON path")
+
+    monkeypatch.setattr("sepray.scoring._score_song", must_not_score)
+    assert main(["score", str(refs), str(ests), "--json", str(folder)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"sepray: error: {folder}: is a directory, expected a path for the JSON file"
+    a_file = tmp_path / "a-file"
+    a_file.write_text("mine")
+    assert main(["score", str(refs), str(ests), "--json", str(a_file / "scores.json")]) == 2
+    assert f"{a_file}: is not a folder" in capsys.readouterr().err
+    assert a_file.read_text() == "mine" and list(folder.iterdir()) == []
+
+
+def test_cli_prints_every_note_and_reports_a_missing_source(trees, capsys):
+    refs, ests = trees
+    accompaniment, _ = read_audio(ests / "song-b" / "accompaniment.wav")
+    write_audio(ests / "song-b" / "accompaniment.wav", accompaniment[:, :-1000], RATE)
+    assert main(["score", str(refs), str(ests), "--json", str(refs.parent / "s.json")]) == 0
+    out = capsys.readouterr().out
+    for note in json.loads((refs.parent / "s.json").read_text())["notes"]:
+        assert note in out
+    (ests / "song-a" / "vocals.wav").unlink()
+    assert main(["score", str(refs), str(ests)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"sepray: error: {ests / 'song-a'}: missing vocals.wav") and "\n" not in err

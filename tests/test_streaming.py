@@ -3,6 +3,7 @@ keeps the output folder all-or-nothing, and holds memory bounded by the chunk, n
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -14,11 +15,18 @@ import soundfile as sf
 import torch
 
 from sepray import SOURCES, dsp
-from sepray.audio import AudioReader, AudioWriter, read_audio
+from sepray.atomic import folder_written_atomically
+from sepray.audio import AudioError, AudioReader, AudioWriter, read_audio
 from sepray.config import load_config
 from sepray.models import build_model
 from sepray.package import PackageInfo
-from sepray.separate import resample_range, separate_file, separate_song, separate_stream
+from sepray.separate import (
+    SEPARATION_MANIFEST,
+    resample_range,
+    separate_file,
+    separate_song,
+    separate_stream,
+)
 from tests.test_package_and_separate import TINY, tiny
 
 
@@ -126,9 +134,142 @@ def test_failure_mid_song_leaves_no_output(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="model broke"):
         separate_file(model, info, path, out, chunk_seconds=1.0, show_progress=False)
     assert sorted(p.name for p in out.iterdir()) == ["song"]  # no temp folder left behind
-    assert sorted(p.name for p in (out / "song").iterdir()) == sorted(f"{s}.wav" for s in SOURCES)
+    written = sorted(p.name for p in (out / "song").iterdir())
+    assert written == sorted([SEPARATION_MANIFEST, *(f"{s}.wav" for s in SOURCES)])
     for name in SOURCES:  # the earlier result is untouched
         assert torch.equal(read_audio(out / "song" / f"{name}.wav")[0], before[name])
+
+
+def test_a_previous_separation_is_replaced_and_said_so(tmp_path):
+    model, info = unittest_model()
+    path = noise_file(tmp_path / "song.wav", 1.0, 8000, 1)
+    out, log = tmp_path / "out", []
+    separate_file(model, info, path, out, chunk_seconds=0.5, show_progress=False, log=log.append)
+    assert log == []
+    manifest = json.loads((out / "song" / SEPARATION_MANIFEST).read_text())
+    assert manifest["format"] == "sepray-separation" and manifest["input"] == str(path.resolve())
+    assert manifest["files"] == sorted(f"{s}.wav" for s in SOURCES)
+    (out / "song" / "vocals.wav").unlink()  # a subset of what it wrote is still its own folder
+    separate_file(model, info, path, out, chunk_seconds=0.5, show_progress=False, log=log.append)
+    assert log == [f"replacing the previous separation in {out / 'song'}"]
+    assert sorted(p.name for p in out.iterdir()) == ["song"]
+    assert (out / "song" / "vocals.wav").is_file()
+
+
+def _user_file(target: Path) -> Path:
+    target.write_bytes(b"my own file")
+    return target
+
+
+def _plain_folder(target: Path) -> Path:
+    target.mkdir()
+    return _user_file(target / "vocals.wav")
+
+
+def _separation_plus_a_user_file(target: Path) -> Path:
+    model, info = unittest_model()
+    song = noise_file(target.parent / f"{target.name}.wav", 0.5, 8000, 1)
+    separate_file(model, info, song, target.parent, chunk_seconds=0.5, show_progress=False)
+    return _user_file(target / "notes.txt")
+
+
+def _bad_manifest(target: Path) -> Path:
+    target.mkdir()
+    (target / SEPARATION_MANIFEST).write_text('{"format": "something else", "files": ["mine.txt"]}')
+    return _user_file(target / "mine.txt")
+
+
+@pytest.mark.parametrize(
+    "make, needle",
+    [
+        (_user_file, "exists and is not a folder written by sepray separate"),
+        (_plain_folder, f"folder was not written by sepray separate (no {SEPARATION_MANIFEST})"),
+        (_separation_plus_a_user_file, "holds files sepray separate did not write (notes.txt)"),
+        (_bad_manifest, f"(no {SEPARATION_MANIFEST})"),
+    ],
+)
+def test_separate_never_removes_what_it_did_not_write(tmp_path, make, needle):
+    model, info = unittest_model()
+    out = tmp_path / "out"
+    out.mkdir()
+    kept = make(out / "song")
+    before = sorted(out.rglob("*"))
+    path = noise_file(tmp_path / "song.wav", 0.5, 8000, 1)
+    with pytest.raises(ValueError) as exc:
+        separate_file(model, info, path, out, chunk_seconds=0.5, show_progress=False)
+    assert str(out / "song") in str(exc.value) and needle in str(exc.value) and "\n" not in str(exc.value)
+    assert kept.read_bytes() == b"my own file" and sorted(out.rglob("*")) == before
+
+
+def test_separate_never_removes_its_input(tmp_path):
+    """`sepray separate out/x/good -o out/x`: the output folder would be the input file itself."""
+    model, info = unittest_model()
+    folder = tmp_path / "out" / "x"
+    folder.mkdir(parents=True)
+    good = folder / "good"
+    good.write_bytes(noise_file(tmp_path / "song.wav", 0.5, 8000, 1).read_bytes())
+    with pytest.raises(ValueError, match="is the input file itself"):
+        separate_file(model, info, good, folder, chunk_seconds=0.5, show_progress=False)
+    assert good.read_bytes() == (tmp_path / "song.wav").read_bytes()
+    inside = tmp_path / "out" / "song" / "song.wav"  # an input inside the folder it would be written to
+    inside.parent.mkdir()
+    inside.write_bytes(good.read_bytes())
+    with pytest.raises(ValueError, match="holds the input"):
+        separate_file(model, info, inside, tmp_path / "out", chunk_seconds=0.5, show_progress=False)
+    assert inside.read_bytes() == good.read_bytes()
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["song", "x"]
+
+
+def test_a_file_put_at_the_output_during_separation_survives(tmp_path, monkeypatch):
+    """The check is made again just before the finished folder is renamed into place."""
+    model, info = unittest_model()
+    path = noise_file(tmp_path / "song.wav", 2.0, 8000, 1)
+    out = tmp_path / "out"
+    real_forward = model.forward
+
+    def user_writes_meanwhile(x):
+        if not (out / "song").exists():
+            _user_file(out / "song")
+        return real_forward(x)
+
+    monkeypatch.setattr(model, "forward", user_writes_meanwhile)
+    with pytest.raises(ValueError, match="not a folder written by sepray separate"):
+        separate_file(model, info, path, out, chunk_seconds=0.5, show_progress=False)
+    assert (out / "song").read_bytes() == b"my own file"
+    assert sorted(p.name for p in out.iterdir()) == ["song"]  # no temporary folder left
+
+
+def test_atomic_folder_keeps_what_may_replace_refuses(tmp_path):
+    target = _user_file(tmp_path / "target")
+
+    def refuse(path: Path) -> None:
+        raise ValueError(f"{path}: not mine")
+
+    with pytest.raises(ValueError, match="not mine"), folder_written_atomically(target, refuse) as tmp:
+        (tmp / "a.txt").write_text("new")
+    assert target.read_bytes() == b"my own file"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["target"]
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_samples_are_refused_and_nothing_is_written(tmp_path, bad):
+    """A float WAV with NaN/Inf samples: a one-line error naming the file and the first bad sample's time,
+    raised as the stream reaches it (after blocks before it were written), and no output folder remains."""
+    model, info = unittest_model()
+    rate = 11025
+    path = noise_file(tmp_path / "song.wav", 6.0, rate, 2)
+    audio, _ = sf.read(str(path), dtype="float32", always_2d=True)
+    audio[round(4.5 * rate), 1] = bad
+    audio[round(5.0 * rate), 0] = np.nan
+    sf.write(str(path), audio, rate, subtype="FLOAT")
+    out = tmp_path / "out" / "deeper"
+    with pytest.raises(AudioError) as exc:
+        separate_file(model, info, path, out, chunk_seconds=1.0, show_progress=False)
+    message = str(exc.value)
+    assert "\n" not in message and message.startswith(f"{path}: NaN or infinite sample at 4.500 s")
+    assert not (tmp_path / "out").exists()  # neither the song folder nor the -o folders it made
+    with pytest.raises(AudioError, match="at 4.500 s"):
+        read_audio(path)
 
 
 MEMORY_PROBE = textwrap.dedent(

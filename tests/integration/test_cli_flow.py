@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import soundfile as sf
 
@@ -171,6 +172,7 @@ def test_resume_continues_an_interrupted_run(trained, tmp_path):
         (lambda d: _write(d / "garbage.wav", b"RIFF not really a wav"), "garbage.wav: cannot read audio"),
         (lambda d: _write(d / "notes.txt", b"hello"), "notes.txt: cannot read audio"),
         (lambda d: _empty_wav(d / "empty.wav"), "empty.wav: empty audio file"),
+        (lambda d: _mkdir(d / "album.wav"), "album.wav: is a directory, expected an audio file"),
     ],
 )
 def test_separate_bad_input_is_one_line_and_writes_nothing(trained, tmp_path, make_input, needle):
@@ -192,14 +194,14 @@ def test_separate_unknown_run_and_run_without_package(trained, tmp_path):
     proc = sepray(
         "separate",
         "--run-id",
-        "0123456789abcdef",
+        "0123456789abcdef0123456789abcdef",
         str(song),
         "-o",
         str(tmp_path / "o"),
         cwd=work,
         check=False,
     )
-    assert proc.returncode == 2 and "run 0123456789abcdef: no such MLflow run" in proc.stderr
+    assert proc.returncode == 2 and "run 0123456789abcdef0123456789abcdef: no such MLflow run" in proc.stderr
     bare = tracking.start_run("sepray", run_name="no-package", uri=f"sqlite:///{work / 'mlflow.db'}")
     bare.end()
     proc = sepray(
@@ -211,6 +213,11 @@ def test_separate_unknown_run_and_run_without_package(trained, tmp_path):
 
 def _write(path: Path, data: bytes) -> Path:
     path.write_bytes(data)
+    return path
+
+
+def _mkdir(path: Path) -> Path:
+    path.mkdir()
     return path
 
 
@@ -237,3 +244,48 @@ def test_separate_rejects_a_package_of_an_unknown_format_version(trained, tmp_pa
     assert "model/config.json: package format version 999 is not supported" in proc.stderr
     assert f"run {future.run_id}: artifact model" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and not out.exists()
+
+
+def test_separate_keeps_the_input_and_user_files_and_replaces_only_its_own_output(trained, tmp_path):
+    """`mkdir -p out/x; cp song.wav out/x/good; sepray separate --run-id R out/x/good -o out/x` used to delete
+    the input; a previous separation is replaced (said on stderr), anything else at OUT/<song> is kept."""
+    work, run_id, _ = trained
+    rng = np.random.default_rng(0)
+    song = tmp_path / "song.wav"
+    sf.write(str(song), (rng.standard_normal(8000) * 0.1).astype(np.float32), 8000)
+    (tmp_path / "out" / "x").mkdir(parents=True)
+    good = tmp_path / "out" / "x" / "good"
+    good.write_bytes(song.read_bytes())
+    proc = sepray(
+        "separate", "-q", "--run-id", run_id, str(good), "-o", str(good.parent), cwd=work, check=False
+    )
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+    assert f"{good}: is the input file itself" in proc.stderr
+    assert good.read_bytes() == song.read_bytes() and sorted(good.parent.iterdir()) == [good]
+
+    out = tmp_path / "sep"
+    sepray("separate", "-q", "--run-id", run_id, str(song), "-o", str(out), cwd=work)
+    proc = sepray("separate", "-q", "--run-id", run_id, str(song), "-o", str(out), cwd=work)
+    assert proc.stderr.strip() == f"replacing the previous separation in {out / 'song'}"
+    mine = out / "song" / "my-notes.txt"
+    mine.write_text("keep me")
+    proc = sepray("separate", "-q", "--run-id", run_id, str(song), "-o", str(out), cwd=work, check=False)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+    assert "holds files sepray separate did not write (my-notes.txt)" in proc.stderr
+    assert mine.read_text() == "keep me" and (out / "song" / "vocals.wav").is_file()
+
+
+def test_separate_refuses_nan_and_inf_samples(trained, tmp_path):
+    """A float WAV with a few NaN/Inf samples used to give rc 0 and full-scale clicks around them."""
+    work, run_id, _ = trained
+    audio = (np.random.default_rng(1).standard_normal((3 * 8000, 2)) * 0.1).astype(np.float32)
+    audio[12000, 0], audio[12001, 1], audio[20000, 0] = np.nan, np.inf, -np.inf
+    song = tmp_path / "clicks.wav"
+    sf.write(str(song), audio, 8000, subtype="FLOAT")
+    out = tmp_path / "out"
+    proc = sepray("separate", "-q", "--run-id", run_id, str(song), "-o", str(out), cwd=work, check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (
+        f"sepray: error: {song}: NaN or infinite sample at 1.500 s (frame 12000); the audio must be finite"
+    )
+    assert not out.exists()

@@ -23,6 +23,7 @@ Modules:
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import time
@@ -37,7 +38,7 @@ from sepray.data.synth.accompaniment import _accompaniment
 from sepray.data.synth.dsp import _add_reverb, _fade, _peak, _rms, _room_impulse
 from sepray.data.synth.song_plan import NOTE_NAMES, STYLES, _pick_style, _plan_song
 from sepray.data.synth.vocals import _vocals
-from sepray.errors import UsageError
+from sepray.errors import UsageError, UserPathError
 
 __all__ = ["GENERATOR_VERSION", "SynthSong", "song_seed", "synthesize_song", "write_corpus"]
 
@@ -104,7 +105,11 @@ def write_corpus(
     name and renamed into place; folders already complete for these parameters are left untouched.
     """
     _check_arguments(seed, seconds, sample_rate)
+    if songs < 1:
+        raise UsageError(f"songs must be >= 1, got {songs}")
     out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserPathError(f"{out_dir}: exists and is not a folder; the corpus needs a folder")
     out_dir.mkdir(parents=True, exist_ok=True)
     _remove_stale_temp_dirs(out_dir)
     width = max(3, len(str(songs - 1)))
@@ -167,8 +172,8 @@ def _remove_stale_temp_dirs(out_dir: Path, max_age_s: float = 3600.0) -> None:
 def _check_arguments(seed: int, seconds: float, sample_rate: int) -> None:
     if int(seed) < 0:
         raise UsageError(f"seed must be >= 0, got {seed}")
-    if not seconds > 0:
-        raise UsageError(f"seconds must be > 0, got {seconds}")
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise UsageError(f"seconds must be a finite number > 0, got {seconds}")
     if sample_rate < 8000:
         raise UsageError(f"sample_rate must be >= 8000 Hz, got {sample_rate}")
 
