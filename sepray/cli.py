@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import shlex
+import signal
 import sys
 from pathlib import Path
 
@@ -124,6 +126,7 @@ def cmd_score(args: argparse.Namespace) -> None:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     from sepray.sweep.driver import run_sweep
+    from sepray.sweep.tuner import INTERRUPTED
 
     try:
         outcome = run_sweep(
@@ -133,13 +136,29 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             resume=args.resume,
             address=args.address,
             num_cpus=args.num_cpus,
+            resume_command=resume_command(args),
         )
     except KeyboardInterrupt:
-        print("interrupted; continue the sweep: the same command with --resume", file=sys.stderr)
-        return 130
+        return 128 + int(INTERRUPTED["signal"] or signal.SIGINT)  # 130 for Ctrl-C, 143 for SIGTERM
     if outcome.get("interrupted"):
-        return 130
+        return 128 + int(outcome.get("signal") or signal.SIGINT)
     return 0 if outcome.get("best_run_id") else 1
+
+
+def resume_command(args: argparse.Namespace) -> str:
+    """The command that finishes an interrupted sweep: the user's own, plus --resume."""
+    script = sys.argv[0] if sys.argv and Path(sys.argv[0]).name == "run.py" else None
+    words = ["python", script] if script else ["sepray", "sweep"]
+    words.append(args.spec)
+    if args.address:
+        words += ["--address", args.address]
+    if args.smoke_test:
+        words.append("--smoke-test")
+    for item in args.set:
+        words += ["--set", item]
+    if args.num_cpus is not None:
+        words += ["--num-cpus", str(args.num_cpus)]
+    return shlex.join([*words, "--resume"])
 
 
 def add_sweep_arguments(p: argparse.ArgumentParser) -> None:

@@ -55,3 +55,40 @@ def stop_group(proc: subprocess.Popen) -> None:
     for pid in below:
         if alive(pid):
             os.kill(pid, signal.SIGKILL)
+
+
+def _hex_address(text: str) -> str:
+    """``0100007F`` / a 32-hex-digit IPv6 word list from /proc/net/tcp* -> a printable address."""
+    import ipaddress
+
+    raw = bytes.fromhex(text)
+    if len(raw) == 4:
+        return str(ipaddress.IPv4Address(raw[::-1]))
+    words = b"".join(raw[i : i + 4][::-1] for i in range(0, 16, 4))
+    return str(ipaddress.IPv6Address(words))
+
+
+def listening_sockets(pids: set[int]) -> list[tuple[str, int, str]]:
+    """(address, port, process name) of every TCP socket in LISTEN state owned by one of ``pids``."""
+    inodes: dict[str, tuple[str, int]] = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            if fields[3] == "0A":  # TCP_LISTEN
+                address, port = fields[1].split(":")
+                inodes[fields[9]] = (_hex_address(address), int(port, 16))
+    out = []
+    for pid in pids:
+        try:
+            name = Path(f"/proc/{pid}/comm").read_text().strip()
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                target = os.readlink(fd)
+                if target.startswith("socket:[") and target[8:-1] in inodes:
+                    out.append((*inodes[target[8:-1]], name))
+        except OSError:
+            continue
+    return sorted(out)

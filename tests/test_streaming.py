@@ -18,6 +18,7 @@ from sepray import SOURCES, dsp
 from sepray.atomic import folder_written_atomically
 from sepray.audio import AudioError, AudioReader, AudioWriter, read_audio
 from sepray.config import load_config
+from sepray.errors import UserError
 from sepray.models import build_model
 from sepray.package import PackageInfo
 from sepray.separate import (
@@ -195,7 +196,7 @@ def test_separate_never_removes_what_it_did_not_write(tmp_path, make, needle):
     kept = make(out / "song")
     before = sorted(out.rglob("*"))
     path = noise_file(tmp_path / "song.wav", 0.5, 8000, 1)
-    with pytest.raises(ValueError) as exc:
+    with pytest.raises(UserError) as exc:
         separate_file(model, info, path, out, chunk_seconds=0.5, show_progress=False)
     assert str(out / "song") in str(exc.value) and needle in str(exc.value) and "\n" not in str(exc.value)
     assert kept.read_bytes() == b"my own file" and sorted(out.rglob("*")) == before
@@ -208,13 +209,13 @@ def test_separate_never_removes_its_input(tmp_path):
     folder.mkdir(parents=True)
     good = folder / "good"
     good.write_bytes(noise_file(tmp_path / "song.wav", 0.5, 8000, 1).read_bytes())
-    with pytest.raises(ValueError, match="is the input file itself"):
+    with pytest.raises(UserError, match="is the input file itself"):
         separate_file(model, info, good, folder, chunk_seconds=0.5, show_progress=False)
     assert good.read_bytes() == (tmp_path / "song.wav").read_bytes()
     inside = tmp_path / "out" / "song" / "song.wav"  # an input inside the folder it would be written to
     inside.parent.mkdir()
     inside.write_bytes(good.read_bytes())
-    with pytest.raises(ValueError, match="holds the input"):
+    with pytest.raises(UserError, match="holds the input"):
         separate_file(model, info, inside, tmp_path / "out", chunk_seconds=0.5, show_progress=False)
     assert inside.read_bytes() == good.read_bytes()
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["song", "x"]
@@ -233,7 +234,7 @@ def test_a_file_put_at_the_output_during_separation_survives(tmp_path, monkeypat
         return real_forward(x)
 
     monkeypatch.setattr(model, "forward", user_writes_meanwhile)
-    with pytest.raises(ValueError, match="not a folder written by sepray separate"):
+    with pytest.raises(UserError, match="not a folder written by sepray separate"):
         separate_file(model, info, path, out, chunk_seconds=0.5, show_progress=False)
     assert (out / "song").read_bytes() == b"my own file"
     assert sorted(p.name for p in out.iterdir()) == ["song"]  # no temporary folder left

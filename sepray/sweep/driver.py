@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import sys
 import time
 from datetime import datetime
 from typing import Any
@@ -45,8 +47,14 @@ def run_sweep(
     address: str | None = None,
     num_cpus: int | None = None,
     log=print,
+    resume_command: str | None = None,
 ) -> dict[str, Any]:
-    """Run (or resume) a sweep; returns {"parent_run_id", "best_run_id", "leaderboard", "trials", ...}."""
+    """Run (or resume) a sweep; returns {"parent_run_id", "best_run_id", "leaderboard", "trials", ...}.
+
+    An interrupted sweep (Ctrl-C or SIGTERM while the trials run) returns ``interrupted: True`` and the signal;
+    its parent run ends KILLED with ``sepray.sweep_status = interrupted`` and nothing is evaluated, tagged or
+    registered; ``--resume`` reopens it. A failure ends the parent run FAILED. It is never left RUNNING.
+    """
     from sepray.sweep import leaderboard
 
     spec = load_spec(spec_path, overrides, smoke_test)
@@ -55,7 +63,14 @@ def run_sweep(
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     tuner.init_ray(address, num_cpus)
+    again = resume_command or "the same command with --resume"
+    previous_sigterm = signal.getsignal(signal.SIGTERM)
     try:
+        signal.signal(signal.SIGTERM, _terminate)  # outside Tune's loop, SIGTERM stops like Ctrl-C
+    except ValueError:  # not the main thread
+        previous_sigterm = None
+    try:
+        tuner.check_schedulable(spec)
         parent, uri = open_parent_run(spec, spec_path, resume, log)
         sweep = TrialContext.of(spec, trial_tracking_uri(uri, address, log), parent.run_id)
         started = time.time()
@@ -64,15 +79,19 @@ def run_sweep(
             _restore_snapshot(spec, resume, log)
             results = tuner.fit(spec, sweep, resume, log)
             trials = [_trial_summary(r) for r in results]
-            if len(results) - results.num_terminated - results.num_errors:  # Ctrl-C: Tune saved its state
-                close_orphans(spec.name, parent.run_id, uri, names.INTERRUPTED)
-                parent.set_tags({names.SWEEP_STATUS: names.INTERRUPTED})
-                log(f"sweep {spec.name} interrupted; to continue it, run the same command with --resume")
+            unfinished = len(results) - results.num_terminated - results.num_errors
+            signum = tuner.INTERRUPTED["signal"]
+            if signum is not None or unfinished:  # Ctrl-C / SIGTERM: Tune saved its state
+                _end_parent(parent, spec, uri, names.INTERRUPTED, "KILLED")
+                log(
+                    f"sweep {spec.name} interrupted: nothing was evaluated or registered; to finish it: {again}"
+                )
                 return {
                     "parent_run_id": parent.run_id,
                     "trials": trials,
                     "best_run_id": None,
                     "interrupted": True,
+                    "signal": signum or signal.SIGINT,
                 }
             close_orphans(spec.name, parent.run_id, uri, names.STOPPED_EARLY)
             parent.log_metrics({"sweep_seconds": time.time() - started}, step=int(resume))
@@ -82,12 +101,36 @@ def run_sweep(
             outcome = leaderboard.finish_sweep(spec, parent, uri, log=log)
             parent.set_tags({names.SWEEP_STATUS: names.FINISHED})
             parent.end("FINISHED")
-        except BaseException:
-            parent.set_tags({names.SWEEP_STATUS: names.INTERRUPTED})
+        except KeyboardInterrupt:
+            _end_parent(parent, spec, uri, names.INTERRUPTED, "KILLED")
+            log(f"sweep {spec.name} interrupted: nothing was registered as best; to finish it: {again}")
+            raise
+        except BaseException as exc:
+            _end_parent(parent, spec, uri, names.FAILED, "FAILED", f"{type(exc).__name__}: {exc}")
             raise
     finally:
+        if previous_sigterm is not None:
+            signal.signal(signal.SIGTERM, previous_sigterm)
         tuner.shutdown()
     return {"parent_run_id": parent.run_id, "trials": trials, **outcome}
+
+
+def _terminate(signum, frame) -> None:
+    tuner.INTERRUPTED["signal"] = signum
+    raise KeyboardInterrupt
+
+
+def _end_parent(parent: tracking.Run, spec: SweepSpec, uri: str, status: str, run_status: str, reason=None):
+    """Close the sweep's open child runs and its parent run (tagged ``status``); never raises."""
+    try:
+        close_orphans(spec.name, parent.run_id, uri, status)
+        tags = {names.SWEEP_STATUS: status}
+        if reason:
+            tags[names.LAST_ERROR] = str(reason)[:500]
+        parent.set_tags(tags)
+        parent.end(run_status)
+    except Exception as exc:  # the tracking store may be the reason we are here
+        print(f"sepray: could not close the sweep's MLflow runs: {exc}", file=sys.stderr)
 
 
 def open_parent_run(spec: SweepSpec, spec_path: str, resume: bool, log=print) -> tuple[tracking.Run, str]:

@@ -37,10 +37,13 @@ class Scheduler:
 class Resources:
     cpu: float = 1.0  # per trial; fractions allowed
     gpu: float = 0.0
+    memory_gb: float = 0.0  # per trial, reserved in Ray's scheduler (0: no reservation)
 
     def __post_init__(self) -> None:
         if self.cpu < 0 or self.gpu < 0 or (self.cpu == 0 and self.gpu == 0):
             raise ValueError("cpu: cpu and gpu must be >= 0 and not both 0")
+        if self.memory_gb < 0:
+            raise ValueError(f"memory_gb: must be >= 0, got {self.memory_gb}")
 
 
 @dataclass(frozen=True)
@@ -49,13 +52,16 @@ class Budget:
     steps_per_epoch: int | None = None  # default: train.steps_per_epoch
     trial_seconds: float | None = None  # wall-clock cap per trial (train.max_seconds)
     sweep_seconds: float | None = None  # wall-clock cap for the whole sweep (Tune's time_budget_s)
+    pending_seconds: float | None = (
+        600.0  # a trial waiting longer for resources fails the sweep (null: never)
+    )
 
     def __post_init__(self) -> None:
         for name in ("epochs", "steps_per_epoch"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{name}: must be >= 1, got {value}")
-        for name in ("trial_seconds", "sweep_seconds"):
+        for name in ("trial_seconds", "sweep_seconds", "pending_seconds"):
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ValueError(f"{name}: must be > 0, got {value}")
@@ -94,8 +100,8 @@ TOP_KEYS = {
     "mode": "max or min, for metric",
     "select": "chooses the best of the top-k after the test evaluation (higher is better)",
     "target": "the source the default metric / select refer to",
-    "resources": "cpu, gpu per trial",
-    "budget": "epochs, steps_per_epoch, trial_seconds, sweep_seconds",
+    "resources": "cpu, gpu, memory_gb per trial",
+    "budget": "epochs, steps_per_epoch, trial_seconds, sweep_seconds, pending_seconds",
     "top_k": "finished trials evaluated on the full test songs",
     "max_failures": "retries of a crashed trial (from its last checkpoint)",
     "keep_checkpoints": "checkpoints kept per trial (the best by metric)",

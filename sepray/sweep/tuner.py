@@ -14,8 +14,10 @@ and checkpoint functions as arguments so that tests call it without Ray.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +34,12 @@ from sepray.sweep import snapshot
 from sepray.sweep.space import GRID_KEY, grid_points
 from sepray.sweep.spec import SweepSpec
 from sepray.sweep.trial import TrialContext, run_trial
+
+LOCAL_NODE_ADDRESS = "127.0.0.1"  # the node address of a local Ray instance
+
+# The signal (SIGINT / SIGTERM) that interrupted the running sweep, if any: read by the driver after ``fit``.
+INTERRUPTED: dict[str, int | None] = {"signal": None}
+
 
 # ----------------------------------------------------------------------------------------------------------
 # naming trials
@@ -139,14 +147,98 @@ class StateSnapshot(Callback):
         return {"experiment": self.experiment, "_staging": None}
 
 
+class InterruptWatch(Callback):
+    """Notes a Ctrl-C (SIGINT) or SIGTERM of the driver, and lets Tune stop gracefully on either (picklable).
+
+    While ``fit`` runs, Tune's own SIGINT handler saves the experiment state and ends the loop; it replaces any
+    handler installed before. ``setup`` runs after Tune installed it, so it wraps it here: the signal is noted for
+    the driver (an interrupted sweep must not publish a winner), and SIGTERM takes the same graceful path.
+    """
+
+    def setup(self, **info):
+        INTERRUPTED["signal"] = None
+        try:
+            tune_handler = signal.getsignal(signal.SIGINT)
+
+            def on_signal(signum, frame):
+                INTERRUPTED["signal"] = signum
+                if callable(tune_handler):
+                    tune_handler(signal.SIGINT, frame)
+                else:
+                    raise KeyboardInterrupt
+
+            signal.signal(signal.SIGINT, on_signal)
+            signal.signal(signal.SIGTERM, on_signal)
+        except ValueError:  # not the main thread: Tune does not catch signals there either
+            pass
+
+
+class PendingWatch(Callback):
+    """Fails the sweep when a trial has waited longer than ``limit_s`` for resources (picklable)."""
+
+    def __init__(self, limit_s: float | None, request: str):
+        self.limit_s = limit_s
+        self.request = request
+        self._since: dict[str, float] = {}
+
+    def on_step_end(self, iteration, trials, **info):
+        if not self.limit_s:
+            return
+        now = time.monotonic()
+        for trial in trials:
+            if trial.status != "PENDING":
+                self._since.pop(trial.trial_id, None)
+                continue
+            since = self._since.setdefault(trial.trial_id, now)
+            if now - since > self.limit_s:
+                raise SweepError(
+                    f"trial {trial.trial_id} waited over {self.limit_s:g} s (budget.pending_seconds) for "
+                    f"{self.request}; the cluster has {_describe(ray.available_resources())} free of "
+                    f"{_describe(ray.cluster_resources())}"
+                )
+
+    def __getstate__(self):
+        return {"limit_s": self.limit_s, "request": self.request, "_since": {}}
+
+
+def trial_request(spec: SweepSpec) -> dict[str, float]:
+    """The resources one trial asks Ray for."""
+    request = {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}
+    if spec.resources.memory_gb:
+        request["memory"] = spec.resources.memory_gb * 2**30
+    return request
+
+
+def check_schedulable(spec: SweepSpec) -> None:
+    """SweepError naming what is missing unless some alive node of the cluster can ever hold one trial."""
+    need = {"CPU": spec.resources.cpu, "GPU": spec.resources.gpu, "memory": spec.resources.memory_gb * 2**30}
+    need = {k: v for k, v in need.items() if v > 0}
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    if any(all(node.get(k, 0.0) >= v for k, v in need.items()) for node in nodes):
+        return
+    best = {k: max((node.get(k, 0.0) for node in nodes), default=0.0) for k in need}
+    missing = [k for k, v in need.items() if best[k] < v]
+    raise SweepError(
+        f"{spec.label}: resources: a trial needs {_describe(need)}, but no node of the Ray cluster has that "
+        f"(the largest offer {_describe(best)}); short of {', '.join(missing) or 'one node with all of it'}: "
+        "lower resources.* (--set resources.cpu=1) or add nodes"
+    )
+
+
+def _describe(resources: dict[str, float]) -> str:
+    parts = []
+    for key in ("CPU", "GPU", "memory", "cpu", "gpu"):
+        if key in resources:
+            value = resources[key]
+            parts.append(f"{value / 2**30:.1f} GB memory" if key == "memory" else f"{value:g} {key.upper()}")
+    return ", ".join(parts) or "nothing"
+
+
 def build_tuner_parts(spec: SweepSpec, sweep: TrialContext) -> dict[str, Any]:
     """The trainable, param space, TuneConfig and RunConfig of a sweep (also used by tests)."""
     import optuna
 
-    trainable = tune.with_resources(
-        tune.with_parameters(train_trial, sweep=sweep),
-        {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu},
-    )
+    trainable = tune.with_resources(tune.with_parameters(train_trial, sweep=sweep), trial_request(spec))
     search_alg = None
     param_space: dict[str, Any] = {}
     max_concurrent_trials = None
@@ -176,7 +268,11 @@ def build_tuner_parts(spec: SweepSpec, sweep: TrialContext) -> dict[str, Any]:
             reduction_factor=spec.scheduler.reduction_factor,
         )
     namer = TrialNamer(sweep)
-    callbacks: list[Callback] = [ChildRunCloser(spec.name, sweep.parent_run_id, sweep.uri)]
+    callbacks: list[Callback] = [
+        ChildRunCloser(spec.name, sweep.parent_run_id, sweep.uri),
+        InterruptWatch(),
+        PendingWatch(spec.budget.pending_seconds, _describe(trial_request(spec))),
+    ]
     exp_dir = spec.experiment_dir()
     if exp_dir is not None:
         callbacks.append(StateSnapshot(str(exp_dir)))
@@ -255,7 +351,14 @@ def init_ray(address: str | None, num_cpus: int | None) -> None:
     try:
         if address is None:
             # a fresh local instance, never a cluster that happens to run on this machine
-            ray.init(address="local", num_cpus=num_cpus, include_dashboard=False)
+            # and one that other machines are not told of: its node address is the loopback (what Ray still
+            # opens on all interfaces is listed in the README, guarded by Ray's token authentication)
+            ray.init(
+                address="local",
+                num_cpus=num_cpus,
+                include_dashboard=False,
+                _node_ip_address=LOCAL_NODE_ADDRESS,
+            )
         else:
             ray.init(address=address)
     except (ConnectionError, RuntimeError, ValueError) as exc:
