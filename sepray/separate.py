@@ -350,15 +350,26 @@ def separate_run(
     inputs: list[str | os.PathLike],
     outdir: str | os.PathLike = "separated",
     device: str = "auto",
-    chunk_seconds: float = 10.0,
+    chunk_seconds: float | None = None,
     uri: str | None = None,
     show_progress: bool = True,
+    max_memory: int | None = None,
 ) -> list[Path]:
-    """``sepray separate``: check every input, load the run's model, separate each file; return output folders."""
+    """``sepray separate``: check every input, load the run's model, separate each file; return output folders.
+
+    ``chunk_seconds=None``: the longest chunk whose model call fits ``max_memory`` bytes (default: half the
+    free memory of the device, at most 2 GiB; see :mod:`sepray.chunk_budget`).
+    """
+    from sepray.chunk_budget import auto_chunk_seconds, default_max_memory, format_memory
     from sepray.train import resolve_device
 
     paths = [Path(p) for p in inputs]
     check_inputs(paths)
     dev = resolve_device(device)
     model, info = load_run_model(run_id, dev, uri)
+    if chunk_seconds is None:
+        budget = default_max_memory(dev) if max_memory is None else max_memory
+        chunk_seconds = auto_chunk_seconds(model, info.sample_rate, budget, dev)
+        if show_progress:
+            print(f"{chunk_seconds:.3g} s chunks (memory budget {format_memory(budget)})", file=sys.stderr)
     return [separate_file(model, info, p, Path(outdir), dev, chunk_seconds, show_progress) for p in paths]
