@@ -100,6 +100,15 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     print(format_evaluation(result))
 
 
+def _memory_size(text: str) -> int:
+    from sepray.chunk_budget import parse_memory
+
+    try:
+        return parse_memory(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def cmd_separate(args: argparse.Namespace) -> None:
     from sepray.separate import separate_run
 
@@ -112,6 +121,7 @@ def cmd_separate(args: argparse.Namespace) -> None:
         chunk_seconds=args.chunk_seconds,
         show_progress=not args.quiet,
         log=lambda msg: print(msg, file=sys.stderr),
+        max_memory=args.max_memory,
     )
     for out in outs:
         print(out)
@@ -216,7 +226,16 @@ def build_parser() -> argparse.ArgumentParser:
     sep.add_argument("inputs", nargs="+", help="audio files")
     sep.add_argument("-o", "--out", default="separated", help="output folder (one sub-folder per song)")
     sep.add_argument("--device", default="auto")
-    sep.add_argument("--chunk-seconds", type=positive_seconds, default=10.0)
+    sep.add_argument(
+        "--chunk-seconds",
+        type=positive_seconds,
+        help="output seconds per model call (default: the longest that fits --max-memory)",
+    )
+    sep.add_argument(
+        "--max-memory",
+        type=_memory_size,
+        help="memory for one model call beyond the weights, e.g. 2G or 512M (default: half the free memory, at most 2G)",
+    )
     sep.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     sep.set_defaults(func=cmd_separate)
 

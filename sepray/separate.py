@@ -446,16 +446,22 @@ def separate_run(
     inputs: list[str | os.PathLike],
     outdir: str | os.PathLike = "separated",
     device: str = "auto",
-    chunk_seconds: float = 10.0,
+    chunk_seconds: float | None = None,
     uri: str | None = None,
     show_progress: bool = True,
     log: Callable[[str], None] | None = None,
+    max_memory: int | None = None,
 ) -> list[Path]:
     """``sepray separate``: check every input and output folder, load the run's model, separate each file;
-    return the output folders. ``log`` gets a line for each previous separation that is replaced."""
+    return the output folders. ``log`` gets a line for each previous separation that is replaced.
+
+    ``chunk_seconds=None``: the longest chunk whose model call fits ``max_memory`` bytes (default: half the
+    free memory of the device, at most 2 GiB; see :mod:`sepray.chunk_budget`).
+    """
+    from sepray.chunk_budget import auto_chunk_seconds, default_max_memory, format_memory
     from sepray.device import resolve_device
 
-    if not (math.isfinite(chunk_seconds) and chunk_seconds > 0):
+    if chunk_seconds is not None and not (math.isfinite(chunk_seconds) and chunk_seconds > 0):
         raise UsageError(f"chunk_seconds must be a finite number > 0, got {chunk_seconds}")
     paths, outdir = [Path(p) for p in inputs], Path(outdir)
     check_inputs(paths)
@@ -464,4 +470,9 @@ def separate_run(
         check_output_folder(outdir / path.stem, paths)
     dev = resolve_device(device)
     model, info = load_run_model(run_id, dev, uri)
+    if chunk_seconds is None:
+        budget = default_max_memory(dev) if max_memory is None else max_memory
+        chunk_seconds = auto_chunk_seconds(model, info.sample_rate, budget, dev)
+        if show_progress:
+            print(f"{chunk_seconds:.3g} s chunks (memory budget {format_memory(budget)})", file=sys.stderr)
     return [separate_file(model, info, p, outdir, dev, chunk_seconds, show_progress, log) for p in paths]

@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -38,48 +40,90 @@ def batched_matmul(weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return torch.bmm(weight.expand(x.shape[0], -1, -1), x)
 
 
+def _accumulate(acc: torch.Tensor, weight: torch.Tensor, h: torch.Tensor, inplace: bool) -> torch.Tensor:
+    """``acc (B, S, L) + weight (S, C) @ h (B, C, L)`` in ``acc``'s dtype; written into ``acc`` when ``inplace``.
+
+    ``acc`` may be broadcast over the batch (then it is not written to), and of a wider dtype than ``h`` (a
+    float32 running sum under autocast).
+    """
+    inplace = inplace and acc.is_contiguous()  # never write into a broadcast tensor
+    if acc.dtype == h.dtype:
+        w = weight.expand(h.shape[0], -1, -1)
+        return acc.baddbmm_(w, h) if inplace else torch.baddbmm(acc, w, h)
+    product = batched_matmul(weight, h)
+    return acc.add_(product) if inplace else acc + product
+
+
+def _layer_forward(
+    x, weight, bias, extra, res_weight, res_bias, skip_weight, skip_acc, dilation, gated, crop, inference
+):
+    """One residual layer: -> (residual (B, C, T') or empty, skip, s or None, h).
+
+    ``skip`` is ``skip_acc + skip_weight @ h[..., crop]`` (B, S, L) when ``skip_weight`` is given, else the
+    cropped ``h`` (B, C, L). ``inference`` (no gradient wanted): the gate is written over its own sigmoid and
+    the skip sum is accumulated in place, so a layer holds its input, one (B, 2C, T') buffer and its residual.
+    """
+    channels = x.shape[1]
+    xin = x if gated else F.relu(x)
+    if gated:  # tanh(a1) = 2 sigmoid(2 a1) - 1: scale the tiny weights, not the big activations
+        scale = torch.ones(weight.shape[0], dtype=weight.dtype, device=weight.device)
+        scale[:channels] = 2.0
+        a = F.conv1d(xin, weight * scale[:, None, None], bias * scale, dilation=dilation)  # (B, 2C, T')
+        if extra is not None:
+            a += extra * scale[:, None]
+        s = a.sigmoid_()  # [sigmoid(2 a1); sigmoid(a2)]
+        s1, s2 = s[:, :channels], s[:, channels:]
+        if inference:  # (2 s1 - 1) s2 = tanh(a1) sigmoid(a2), over s1
+            h = s1.mul_(s2).mul_(2.0).sub_(s2)
+        else:
+            h = torch.addcmul(torch.neg(s2), s1, s2, value=2.0)  # (B, C, T')
+    else:
+        a = F.conv1d(xin, weight, bias, dilation=dilation)  # (B, C, T')
+        if extra is not None:
+            a += extra
+        s, h = None, a.relu_()
+    del xin
+    if res_weight is not None:
+        left = (x.shape[-1] - h.shape[-1]) // 2
+        residual = batched_matmul(res_weight[:, :, 0], h).add_(res_bias[:, None])
+        residual += x[..., left : left + h.shape[-1]]
+    else:
+        residual = x.new_empty(0)
+    skip = h[..., crop[0] : crop[0] + crop[1]]
+    if skip_weight is not None and crop[1]:
+        skip = _accumulate(skip_acc, skip_weight[:, :, 0], skip, inference)
+    return residual, skip, s, h
+
+
 class _ResidualLayerFunction(torch.autograd.Function):
     """Fused forward/backward of one :class:`DilatedResidualLayer` (no full-size zero-filled slice gradients,
-    tanh computed as ``2 * sigmoid(2a) - 1``, 1x1 convs as GEMMs).
+    tanh computed as ``2 * sigmoid(2a) - 1``, 1x1 convs as GEMMs, the skip 1x1 conv and running skip sum fused
+    in).
 
     Inputs: ``x (B, C, T)``, dilated conv ``weight (H, C, k)`` / ``bias (H,)``, ``extra (B, H, T')`` or None
     (added to the conv output: the conditioning projection), residual 1x1 ``res_weight (C, C, 1)`` /
-    ``res_bias (C,)`` or None, then ``dilation``, ``gated`` and the skip crop ``(skip_left, skip_length)``
+    ``res_bias (C,)`` or None, skip 1x1 ``skip_weight (S, C, 1)`` and running sum ``skip_acc (B, S, L)`` (or
+    both None), then ``dilation``, ``gated`` and the skip crop ``(skip_left, skip_length)``
     (``skip_length == 0``: no skip). Outputs: ``residual (B, C, T')`` (empty when there is no residual conv)
-    and ``h[..., skip_left : skip_left + skip_length]`` (B, C, skip_length).
+    and ``skip_acc + skip_weight @ h[..., skip_left : skip_left + skip_length]`` (B, S, L), or that crop of
+    ``h`` (B, C, L) without ``skip_weight``.
+
+    Saved for backward: the input and the gate's sigmoids (gated) or ``h`` (relu): ``h`` is recomputed from
+    the sigmoids, and the running sum is not needed at all.
     """
 
     @staticmethod
-    def forward(ctx, x, weight, bias, extra, res_weight, res_bias, dilation, gated, skip_left, skip_length):
-        channels = x.shape[1]
-        xin = x if gated else F.relu(x)
-        if gated:  # tanh(a1) = 2 sigmoid(2 a1) - 1: scale the tiny weights, not the big activations
-            scale = torch.ones(weight.shape[0], dtype=weight.dtype, device=weight.device)
-            scale[:channels] = 2.0
-            a = F.conv1d(xin, weight * scale[:, None, None], bias * scale, dilation=dilation)  # (B, H, T')
-            if extra is not None:
-                a += extra * scale[:, None]
-        else:
-            a = F.conv1d(xin, weight, bias, dilation=dilation)  # (B, H, T')
-            if extra is not None:
-                a += extra
-        if gated:
-            s = a.sigmoid_()  # [sigmoid(2 a1); sigmoid(a2)]
-            s1, s2 = s[:, :channels], s[:, channels:]
-            h = torch.addcmul(torch.neg(s2), s1, s2, value=2.0)  # (2 s1 - 1) s2 = tanh(a1) sigmoid(a2)
-        else:
-            s = None
-            h = a.relu_()
-        if res_weight is not None:
-            left = (x.shape[-1] - h.shape[-1]) // 2
-            residual = batched_matmul(res_weight[:, :, 0], h).add_(res_bias[:, None])
-            residual += x[..., left : left + h.shape[-1]]
-        else:
-            residual = x.new_empty(0)
-        ctx.save_for_backward(x, weight, res_weight, s, h)
+    def forward(
+        ctx, x, weight, bias, extra, res_weight, res_bias, skip_weight, skip_acc, dilation, gated, skip_left,
+        skip_length,
+    ):  # fmt: skip
+        crop = (skip_left, skip_length)
+        residual, skip, s, h = _layer_forward(
+            x, weight, bias, extra, res_weight, res_bias, skip_weight, skip_acc, dilation, gated, crop, False
+        )
+        ctx.save_for_backward(x, weight, res_weight, skip_weight, s if gated else h)
         ctx.config = (dilation, gated, skip_left, skip_length, extra is not None)
         ctx.set_materialize_grads(False)  # unused outputs give None gradients, not zero tensors
-        skip = h[..., skip_left : skip_left + skip_length]
         unused = ([] if res_weight is not None else [residual]) + ([] if skip_length else [skip])
         ctx.mark_non_differentiable(*unused)
         return residual, skip
@@ -87,24 +131,41 @@ class _ResidualLayerFunction(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_residual, grad_skip):
-        x, weight, res_weight, s, h = ctx.saved_tensors
+        x, weight, res_weight, skip_weight, saved = ctx.saved_tensors
         dilation, gated, skip_left, skip_length, has_extra = ctx.config
         channels = x.shape[1]
         need = ctx.needs_input_grad
+        if gated:  # recompute h = (2 s1 - 1) s2 from the saved sigmoids
+            s = saved
+            s1, s2 = s[:, :channels], s[:, channels:]
+            h = torch.addcmul(torch.neg(s2), s1, s2, value=2.0)
+        else:
+            h = saved
+        crop = slice(skip_left, skip_left + skip_length)
         if res_weight is not None and grad_residual is not None:
             grad_h = batched_matmul(res_weight[:, :, 0].t(), grad_residual)  # (B, C, T')
         else:
             grad_h = torch.zeros_like(h)
+        grad_skip_weight = grad_skip_acc = None
         if skip_length and grad_skip is not None:
-            grad_h[..., skip_left : skip_left + skip_length] += grad_skip
+            if skip_weight is not None:
+                grad_product = grad_skip.to(h.dtype)  # (B, S, L)
+                grad_h[..., crop] += batched_matmul(skip_weight[:, :, 0].t(), grad_product)
+                if need[6]:
+                    grad_skip_weight = torch.bmm(grad_product, h[..., crop].transpose(1, 2)).sum(0)[
+                        :, :, None
+                    ]
+                grad_skip_acc = grad_skip if need[7] else None
+            else:
+                grad_h[..., crop] += grad_skip
         if gated:
             # With t = tanh(a1) = 2 s1 - 1 and h = t s2 (g = grad_h):
             # grad_a1 = g s2 (1 - t^2) = g s2 + g h - 2 g h s1;  grad_a2 = g t s2 (1 - s2) = g h - g h s2
-            s1, s2 = s[:, :channels], s[:, channels:]
             grad_a = torch.empty_like(s)  # (B, 2C, T')
             gh = torch.mul(grad_h, h)
             torch.mul(grad_h, s2, out=grad_a[:, :channels]).add_(gh).addcmul_(gh, s1, value=-2.0)
             torch.addcmul(gh, gh, s2, value=-1.0, out=grad_a[:, channels:])
+            del gh, grad_h
         else:
             grad_a = grad_h.masked_fill_(h <= 0, 0.0)
         xin = x if gated else F.relu(x)
@@ -125,7 +186,8 @@ class _ResidualLayerFunction(torch.autograd.Function):
                 grad_res_weight = torch.bmm(grad_residual, h.transpose(1, 2)).sum(0)[:, :, None]
             if need[5]:
                 grad_res_bias = grad_residual.sum((0, 2))
-        return (grad_x, grad_weight, grad_bias, grad_extra, grad_res_weight, grad_res_bias) + (None,) * 4
+        grads = (grad_x, grad_weight, grad_bias, grad_extra, grad_res_weight, grad_res_bias)
+        return grads + (grad_skip_weight, grad_skip_acc) + (None,) * 4
 
 
 class DilatedResidualLayer(nn.Module):
@@ -181,6 +243,29 @@ class DilatedResidualLayer(nn.Module):
 
         ``skip_length=None`` keeps all of ``h``; 0 returns no ``h``.
         """
+        return self._run(x, cond, skip_length, None)
+
+    def add_skip(
+        self,
+        x: torch.Tensor,
+        skip_sum: torch.Tensor,
+        cond: torch.Tensor | None = None,
+        skip_length: int | None = None,
+    ) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """(B, C, T), running sum (B, skip_channels, L) -> (residual (B, C, T - context) or None, new sum).
+
+        The new sum is ``skip_sum + skip.weight @ crop(h)`` (the skip conv *without* its bias: a stack adds the
+        biases once). ``L = skip_length`` (default ``T - context``); ``skip_sum`` may be broadcast over the
+        batch, and be float32 under autocast. Without gradients a contiguous sum is updated in place and no
+        per-layer skip tensor is kept: memory does not grow with the number of layers.
+        """
+        if self.skip is None:
+            raise ValueError("add_skip needs a layer built with skip_channels")
+        return self._run(
+            x, cond, x.shape[-1] - self.context if skip_length is None else skip_length, skip_sum
+        )
+
+    def _run(self, x, cond, skip_length, skip_sum):
         length = x.shape[-1] - self.context
         if length < 1:
             raise ValueError(
@@ -203,16 +288,25 @@ class DilatedResidualLayer(nn.Module):
             extra,
             None if res is None else res.weight,
             None if res is None else res.bias,
+            None if skip_sum is None else self.skip.weight,
         )
-        # The fused function does its own casting: under autocast it runs in the autocast dtype.
+        # The fused function does its own casting: under autocast it runs in the autocast dtype (the running
+        # skip sum keeps its own dtype).
         device = x.device.type
-        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
+        autocast = torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device)
+        dtype = torch.get_autocast_dtype(device) if autocast else x.dtype
         tensors = tuple(None if t is None else t.to(dtype) for t in tensors)
-        with torch.autocast(device, enabled=False):
-            residual, h = _ResidualLayerFunction.apply(
-                *tensors, self.dilation, self.activation == "gated", (length - skip_length) // 2, skip_length
-            )
-        return (residual if res is not None else None), (h if skip_length else None)
+        grad = torch.is_grad_enabled() and any(
+            t is not None and t.requires_grad for t in (*tensors, skip_sum)
+        )
+        args = (*tensors, skip_sum, self.dilation, self.activation == "gated")
+        crop = ((length - skip_length) // 2, skip_length)
+        with torch.autocast(device, enabled=False) if autocast else contextlib.nullcontext():
+            if grad:
+                residual, skip = _ResidualLayerFunction.apply(*args, *crop)
+            else:
+                residual, skip, _, _ = _layer_forward(*args, crop, True)
+        return (residual if res is not None else None), (skip if skip_length else None)
 
     def forward(
         self, x: torch.Tensor, cond: torch.Tensor | None = None, skip_length: int | None = None
@@ -229,8 +323,9 @@ class DilatedResidualStack(nn.Module):
     ``x (B, channels, T)`` -> ``residual (B, channels, T - context)`` (None when ``final_residual`` is False,
     which drops the last layer's unused residual conv) and ``skip_sum (B, skip_channels, skip_length)``
     (None without skip outputs; ``skip_length`` defaults to ``T - context``). All layer skips are centre-cropped
-    to ``skip_length`` and summed through one fused 1x1 conv (mathematically the sum of the per-layer 1x1 skip
-    convs). ``cond (B, cond_channels, T_c)``, aligned (centred) with ``x``, feeds every layer.
+    to ``skip_length``, sent through their 1x1 convs and added to one running sum as each layer runs, so
+    inference memory does not grow with depth. ``cond (B, cond_channels, T_c)``, aligned (centred) with ``x``,
+    feeds every layer.
     """
 
     def __init__(
@@ -282,18 +377,23 @@ class DilatedResidualStack(nn.Module):
                 f"skip_length {skip_length} must be in [1, {x.shape[-1] - self.context}] for input length "
                 f"{x.shape[-1]} (stack context {self.context})"
             )
-        hidden = []
-        for layer in self.layers:
-            x, h = layer.core(x, cond, skip_length if self.skip_channels else 0)  # h: (B, C, skip_length)
-            hidden.append(h)
         if not self.skip_channels:
+            for layer in self.layers:
+                x, _ = layer.core(x, cond, 0)
             return x, None
-        # One GEMM instead of one 1x1 conv + one add per layer.
-        weight = torch.cat([layer.skip.weight[:, :, 0] for layer in self.layers], dim=1)  # (skip, L * C)
-        bias = torch.stack([layer.skip.bias for layer in self.layers]).sum(0)
-        return x, batched_matmul(weight, torch.cat(hidden, dim=1)).add_(
-            bias[:, None]
-        )  # (B, skip, skip_length)
+        # A running sum, started from the sum of the skip biases: no layer's skip output outlives its layer.
+        bias = torch.stack([layer.skip.bias for layer in self.layers]).sum(0)  # (skip,)
+        device = x.device.type
+        autocast = torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device)
+        dtype = torch.get_autocast_dtype(device) if autocast else x.dtype  # what the layers compute in
+        skip = bias.to(torch.promote_types(dtype, torch.float32))[:, None].expand(
+            x.shape[0], -1, skip_length
+        )  # (B, skip, L), float32 (or float64) even under autocast
+        if not (torch.is_grad_enabled() and bias.requires_grad):
+            skip = skip.contiguous()  # summed in place
+        for layer in self.layers:
+            x, skip = layer.add_skip(x, skip, cond, skip_length)  # the previous x is freed here
+        return x, skip.to(dtype)  # (B, skip, skip_length)
 
 
 def decimate(x: torch.Tensor) -> torch.Tensor:
