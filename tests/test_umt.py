@@ -30,6 +30,15 @@ TINY = dict(
 )
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """These tensors are tiny: intra-op threads only add contention (10x slower on a loaded 2-core machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def tiny_umt(seed: int = 0, **changes):
     torch.manual_seed(seed)
     return build_model("umt", dict(TINY, **changes))

@@ -145,6 +145,13 @@ class IncrementalDecoder:
         self.skip_bias = torch.stack([layer.skip.bias.detach() for layer in layers]).sum(0)
         self.end = (decoder.end.weight.detach()[:, :, 0], decoder.end.bias.detach())
         self.out = (decoder.out.weight.detach()[:, :, 0], decoder.out.bias.detach())
+        # stored transposed, (in, out), for addmm(bias, input, weight)
+        self.weights = [w.t().contiguous() for w in self.weights]
+        self.cond_weight = self.cond_weight.t().contiguous()
+        self.residuals = [None if r is None else (r[0].t().contiguous(), r[1]) for r in self.residuals]
+        self.skip_weight = self.skip_weight.t().contiguous()
+        self.end = (self.end[0].t().contiguous(), self.end[1])
+        self.out = (self.out[0].t().contiguous(), self.out[1])
         self.queues = [
             torch.zeros(batch, c.in_channels, c.span, dtype=dtype, device=device) for c in convs
         ]  # zeros = the causal zero padding before time 0
@@ -168,9 +175,7 @@ class IncrementalDecoder:
         """Generate the sample at time ``t``: update the queues, write ``classes[..., t - P]``, advance ``t``."""
         t, c = self.t, self.channels
         cond_t = self.cond.index_select(2, t.view(1))[..., 0]  # (B, Cc)
-        conds = (cond_t @ self.cond_weight.t()).view(
-            cond_t.shape[0], len(self.residuals), 2 * c
-        )  # (B, L, 2C)
+        conds = (cond_t @ self.cond_weight).view(cond_t.shape[0], len(self.residuals), 2 * c)  # (B, L, 2C)
         x = self.x  # (B, M)
         hidden = []
         for index, (queue, weight, bias, taps, span) in enumerate(
@@ -178,7 +183,7 @@ class IncrementalDecoder:
         ):
             queue.index_copy_(2, (t % span).view(1), x[..., None])
             window = queue.index_select(2, (t + taps) % span).flatten(1)  # (B, C_in * k)
-            a = torch.addmm(bias, window, weight.t())  # (B, out)
+            a = torch.addmm(bias, window, weight)  # (B, out)
             if index == 0:  # the input conv
                 x = a
                 continue
@@ -187,10 +192,10 @@ class IncrementalDecoder:
             hidden.append(h)
             residual = self.residuals[index - 1]
             if residual is not None:
-                x = torch.addmm(x, h, residual[0].t()).add_(residual[1])
-        skip = torch.addmm(self.skip_bias, torch.cat(hidden, dim=1), self.skip_weight.t())  # (B, skip)
-        end = torch.relu(torch.addmm(self.end[1], torch.relu(skip), self.end[0].t()))
-        logits = torch.addmm(self.out[1], end, self.out[0].t()).view(end.shape[0], MU_LAW_CLASSES, -1)
+                x = torch.addmm(x, h, residual[0]).add_(residual[1])
+        skip = torch.addmm(self.skip_bias, torch.cat(hidden, dim=1), self.skip_weight)  # (B, skip)
+        end = torch.relu(torch.addmm(self.end[1], torch.relu(skip), self.end[0]))
+        logits = torch.addmm(self.out[1], end, self.out[0]).view(end.shape[0], MU_LAW_CLASSES, -1)
         position = (t - self.start).view(1)
         uniform = self.uniform.index_select(2, position)[..., 0]  # (B, M)
         classes = sample_classes(logits, uniform, self.mode, self.temperature)  # (B, M)
