@@ -13,21 +13,9 @@ from sepray.models import build_model
 from sepray.models.confusion import DomainClassifier, reverse_gradient
 from sepray.models.generation import cached_generate, naive_generate
 from sepray.models.umt_decoder import CausalWaveNetDecoder, shifted_inputs
+from tests.test_models import TINY_UMT
 
-TINY = dict(
-    encoder_blocks=1,
-    encoder_layers_per_block=3,
-    encoder_channels=6,
-    latent_channels=3,
-    pool=4,
-    classifier_channels=5,
-    classifier_layers=2,
-    decoder_blocks=1,
-    decoder_layers_per_block=3,
-    residual_channels=4,
-    skip_channels=6,
-    end_channels=5,
-)
+TINY = dict(TINY_UMT, encoder_channels=6)
 
 
 @pytest.fixture(autouse=True, scope="module")

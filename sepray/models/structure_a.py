@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from sepray.models.base import Separator
+from sepray.models.checks import check_at_least, check_choices, check_odd, check_sources
 from sepray.models.encoder import INPUTS, DilatedEncoder
 from sepray.models.heads import DECODE_MODES, HEADS, SkipHead
 from sepray.models.layers import ACTIVATIONS, DilatedResidualStack, pointwise
@@ -49,34 +50,15 @@ class StructureAConfig:
     end_channels: int = 128
 
     def __post_init__(self) -> None:
-        if not self.sources or len(set(self.sources)) != len(self.sources):
-            raise ValueError(f"sources must be non-empty and unique, got {self.sources!r}")
-        if self.audio_channels < 1:
-            raise ValueError(f"audio_channels must be >= 1, got {self.audio_channels}")
-        for name, allowed in (
-            ("input", INPUTS),
-            ("head", HEADS),
-            ("decode_mode", DECODE_MODES),
-            ("activation", ACTIVATIONS),
-        ):
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
-        for name in (
-            "encoder_blocks",
-            "encoder_layers_per_block",
-            "decoder_blocks",
-            "decoder_layers_per_block",
-            "dilation_base",
-            "residual_channels",
-            "skip_channels",
-            "end_channels",
-        ):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("kernel_size", "input_kernel"):
-            value = getattr(self, name)
-            if value < 1 or value % 2 == 0:
-                raise ValueError(f"{name} must be odd and >= 1 (keeps the output centred), got {value}")
+        check_sources(self)
+        check_choices(
+            self, {"input": INPUTS, "head": HEADS, "decode_mode": DECODE_MODES, "activation": ACTIVATIONS}
+        )
+        check_at_least(self, (
+            "encoder_blocks", "encoder_layers_per_block", "decoder_blocks", "decoder_layers_per_block",
+            "dilation_base", "residual_channels", "skip_channels", "end_channels",
+        ))  # fmt: skip
+        check_odd(self, ("kernel_size", "input_kernel"))
         if self.latent_channels < 0:
             raise ValueError(f"latent_channels must be >= 0 (0 = no bottleneck), got {self.latent_channels}")
 

@@ -37,6 +37,7 @@ from torch.func import functional_call
 
 from sepray.dsp import MU_LAW_CLASSES, mu_law_class_values, mu_law_encode
 from sepray.models.base import Separator
+from sepray.models.checks import check_at_least, check_choices, check_odd, check_sources
 from sepray.models.confusion import DomainClassifier, reverse_gradient
 from sepray.models.encoder import INPUTS, DilatedEncoder
 from sepray.models.generation import MODES, cached_generate, naive_generate
@@ -81,33 +82,20 @@ class UMTConfig:
     temperature: float = 1.0  # sampling temperature (generation_mode == "sample")
 
     def __post_init__(self) -> None:
-        if not self.sources or len(set(self.sources)) != len(self.sources):
-            raise ValueError(f"sources must be non-empty and unique, got {self.sources!r}")
-        for name, allowed in (
-            ("input", INPUTS),
-            ("head", HEADS),
-            ("decode_mode", DECODE_MODES),
-            ("decoder", DECODERS),
-            ("confusion_mode", CONFUSION_MODES),
-            ("generation_mode", MODES),
-        ):
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        check_sources(self)
+        check_choices(self, {
+            "input": INPUTS, "head": HEADS, "decode_mode": DECODE_MODES, "decoder": DECODERS,
+            "confusion_mode": CONFUSION_MODES, "generation_mode": MODES,
+        })  # fmt: skip
         if self.decoder == "autoregressive" and self.head != "mulaw":
             raise ValueError("the autoregressive decoder needs head 'mulaw' (it generates mu-law classes)")
-        for name in (
-            "audio_channels", "encoder_blocks", "encoder_layers_per_block", "encoder_channels", "dilation_base",
-            "latent_channels", "pool", "classifier_channels", "classifier_layers", "decoder_blocks",
-            "decoder_layers_per_block", "residual_channels", "skip_channels", "end_channels", "decoder_input_kernel",
-        ):  # fmt: skip
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.num_domains < 2:
-            raise ValueError(f"num_domains must be >= 2, got {self.num_domains}")
-        for name in ("kernel_size", "input_kernel"):
-            value = getattr(self, name)
-            if value < 1 or value % 2 == 0:
-                raise ValueError(f"{name} must be odd and >= 1 (keeps the output centred), got {value}")
+        check_at_least(self, (
+            "encoder_blocks", "encoder_layers_per_block", "encoder_channels", "dilation_base", "latent_channels",
+            "pool", "classifier_channels", "classifier_layers", "decoder_blocks", "decoder_layers_per_block",
+            "residual_channels", "skip_channels", "end_channels", "decoder_input_kernel",
+        ))  # fmt: skip
+        check_at_least(self, ("num_domains",), 2)
+        check_odd(self, ("kernel_size", "input_kernel"))
         if not (self.confusion_weight >= 0 and math.isfinite(self.confusion_weight)):
             raise ValueError(f"confusion_weight must be finite and >= 0, got {self.confusion_weight}")
         if not self.temperature > 0:
@@ -232,7 +220,7 @@ class UMT(Separator):
           (gradient only into the classifier) and ``model = -w * CE`` through a frozen copy of the classifier
           (gradient only into the encoder): the encoder learns to fool the classifier. A training loop either
           alternates (step the classifier's optimizer on ``classifier``, then the encoder/decoder optimizer on
-          ``reconstruction + model``) or backpropagates the sum of all three once.
+          ``reconstruction + model``) or backpropagates ``reconstruction + model + classifier`` once.
         * ``reversal``: ``model = w * CE`` through :func:`reverse_gradient`: the classifier gets ``+w dCE`` and the
           encoder ``-w dCE`` from one backward pass of ``reconstruction + model``; ``classifier`` is None.
         * ``w == 0``: ``model`` is a zero scalar (no gradient), ``classifier`` None.
