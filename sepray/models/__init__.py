@@ -6,6 +6,8 @@ from typing import Any
 
 from sepray.models.base import Separator
 from sepray.models.stft_mask import STFTMask, STFTMaskConfig
+from sepray.models.structure_a import StructureA, StructureAConfig
+from sepray.models.umt import UMT, UMTConfig
 from sepray.models.wavenet import WaveNet, WaveNetConfig
 from sepray.models.waveunet import WaveUNet, WaveUNetConfig
 from sepray.schema import ConfigError, build_dataclass
@@ -14,6 +16,8 @@ REGISTRY: dict[str, tuple[type, type[Separator]]] = {
     "wavenet": (WaveNetConfig, WaveNet),
     "waveunet": (WaveUNetConfig, WaveUNet),
     "stft_mask": (STFTMaskConfig, STFTMask),
+    "structure_a": (StructureAConfig, StructureA),
+    "umt": (UMTConfig, UMT),
 }
 
 

@@ -24,14 +24,6 @@ import torch
 from torch import nn
 
 
-def check_sources_and_channels(sources: tuple[str, ...], audio_channels: int) -> None:
-    """The checks every model config shares: non-empty unique source names, >= 1 audio channel."""
-    if not sources or len(set(sources)) != len(sources):
-        raise ValueError(f"sources must be non-empty and unique, got {sources!r}")
-    if audio_channels < 1:
-        raise ValueError(f"audio_channels must be >= 1, got {audio_channels}")
-
-
 class Separator(nn.Module):
     """Base class: subclasses set ``config`` and implement forward / geometry."""
 

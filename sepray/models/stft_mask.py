@@ -25,7 +25,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from sepray.dsp import istft, stft
-from sepray.models.base import Separator, check_sources_and_channels
+from sepray.models.base import Separator
+from sepray.models.checks import check_sources
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,7 @@ class STFTMaskConfig:
     mask_eps: float = 1e-8
 
     def __post_init__(self) -> None:
-        check_sources_and_channels(self.sources, self.audio_channels)
+        check_sources(self)
         if self.n_fft < 4:
             raise ValueError(f"n_fft must be >= 4, got {self.n_fft}")
         if not 1 <= self.hop <= self.n_fft // 2:

@@ -17,7 +17,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from sepray.dsp import MU_LAW_CLASSES, mu_law_class_values, mu_law_compand, stft
-from sepray.models.base import Separator, check_sources_and_channels
+from sepray.models.base import Separator
+from sepray.models.checks import check_sources
 from sepray.models.layers import DilatedResidualStack, pointwise
 
 INPUTS = ("mulaw", "raw", "stft")
@@ -45,7 +46,7 @@ class WaveNetConfig:
     stft_n_fft: int = 256  # input == "stft": window of the hop-1 STFT (a valid conv with this kernel)
 
     def __post_init__(self) -> None:
-        check_sources_and_channels(self.sources, self.audio_channels)
+        check_sources(self)
         if self.input not in INPUTS:
             raise ValueError(f"input must be one of {INPUTS}, got {self.input!r}")
         if self.head not in HEADS:

@@ -22,7 +22,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from sepray.dsp import center_crop
-from sepray.models.base import Separator, check_sources_and_channels
+from sepray.models.base import Separator
+from sepray.models.checks import check_sources
 from sepray.models.layers import Upsample2x, decimate
 
 GROWTHS = ("linear", "double")
@@ -47,7 +48,7 @@ class WaveUNetConfig:
     output: str = "direct"  # direct (one tanh output per source) | difference (last = mix - the others)
 
     def __post_init__(self) -> None:
-        check_sources_and_channels(self.sources, self.audio_channels)
+        check_sources(self)
         if self.levels < 1 or self.channels < 1:
             raise ValueError(f"levels and channels must be >= 1, got {self.levels}, {self.channels}")
         if self.growth not in GROWTHS:

@@ -15,6 +15,8 @@ from sepray.dsp import MU_LAW_CLASSES, center_crop, mu_law_class_values
 from sepray.models import REGISTRY, build_model, make_config
 from sepray.models.layers import DilatedResidualLayer, DilatedResidualStack, Upsample2x, decimate
 from sepray.models.stft_mask import STFTMaskConfig
+from sepray.models.structure_a import StructureAConfig
+from sepray.models.umt import UMTConfig
 from sepray.models.wavenet import WaveNetConfig
 from sepray.models.waveunet import WaveUNetConfig
 
@@ -29,6 +31,30 @@ TINY_WAVENET = dict(
 )
 TINY_WAVEUNET = dict(levels=3, channels=4, down_kernel=5, up_kernel=3)
 TINY_STFT = dict(n_fft=32, hop=8, freq_filters=6, time_filters=5, time_kernel=3, bottleneck=7)
+TINY_STRUCTURE_A = dict(
+    encoder_blocks=1,
+    encoder_layers_per_block=3,
+    decoder_blocks=1,
+    decoder_layers_per_block=2,
+    residual_channels=4,
+    latent_channels=3,
+    skip_channels=5,
+    end_channels=6,
+)
+TINY_UMT = dict(
+    encoder_blocks=1,
+    encoder_layers_per_block=3,
+    encoder_channels=4,
+    latent_channels=3,
+    pool=4,
+    classifier_channels=5,
+    classifier_layers=2,
+    decoder_blocks=1,
+    decoder_layers_per_block=3,
+    residual_channels=4,
+    skip_channels=6,
+    end_channels=5,
+)
 
 CASES = {
     "wavenet-mulaw": ("wavenet", dict(TINY_WAVENET)),
@@ -56,6 +82,35 @@ CASES = {
     ),
     "stft_mask": ("stft_mask", dict(TINY_STFT)),
     "stft_mask-stereo-odd-reach": ("stft_mask", dict(TINY_STFT, n_fft=30, hop=7, audio_channels=2)),
+    "structure_a": ("structure_a", dict(TINY_STRUCTURE_A)),
+    "structure_a-raw-regression-gated-stereo-no-latent": (
+        "structure_a",
+        dict(
+            TINY_STRUCTURE_A,
+            input="raw",
+            head="regression",
+            activation="gated",
+            latent_channels=0,
+            audio_channels=2,
+        ),
+    ),
+    "umt-separator-pool4": ("umt", dict(TINY_UMT)),
+    "umt-separator-argmax-pool3-base3": (
+        "umt",
+        dict(TINY_UMT, pool=3, decode_mode="argmax", dilation_base=3),
+    ),
+    "umt-separator-raw-regression-stereo-pool1": (
+        "umt",
+        dict(
+            TINY_UMT,
+            pool=1,
+            input="raw",
+            head="regression",
+            audio_channels=2,
+            sources=("vocals",),
+            encoder_channels=8,
+        ),
+    ),
 }
 VALID_CASES = [k for k, (name, cfg) in CASES.items() if name == "wavenet" or cfg.get("context", True) is True]
 VALID_CASES = [k for k in VALID_CASES if CASES[k][0] != "stft_mask"]
@@ -101,7 +156,12 @@ def test_gradients_reach_every_parameter(case):
     model = make(case)
     out = model(random_mix(model, model.input_length(40)))
     # random weights: a plain sum is constant for outputs that add up to the mix (difference output, masks)
-    (out * torch.randn(out.shape, generator=torch.Generator().manual_seed(0))).sum().backward()
+    loss = (out * torch.randn(out.shape, generator=torch.Generator().manual_seed(0))).sum()
+    if hasattr(
+        model, "domain_logits"
+    ):  # UMT: the domain classifier is trained by its own loss, not by forward
+        loss = loss + model.domain_logits(model.encode(random_mix(model, model.input_length(40)))).sum()
+    loss.backward()
     missing = [n for n, p in model.named_parameters() if p.grad is None]
     assert not missing, f"no gradient for {missing}"
     assert all(torch.isfinite(p.grad).all() for p in model.parameters())
@@ -287,6 +347,11 @@ def test_reference_geometry_of_the_defaults():
     assert same.step == 16 and same.halo % 16 == 0 and same.halo >= same.receptive_radius()
     stft = build_model("stft_mask", {})
     assert stft.step == 256 and stft.halo == 1024 + 14 * 256
+    structure_a = build_model("structure_a", {})  # input kernel 3, 3 + 3 blocks of dilations 1 .. 512
+    assert structure_a.receptive_field == 3 + 6 * 2 * 1023 and structure_a.step == 1
+    umt = build_model("umt", {})  # encoder 3 x 10, 800-sample pooling, separator decoder 4 x 10
+    assert umt.step == 800 and umt.receptive_field == 3 + 7 * 2 * 1023
+    assert (umt.input_length(1) - umt.encoder.context) % 800 == 0
 
 
 # ---- heads -------------------------------------------------------------------------------------------------
@@ -372,6 +437,20 @@ BAD_CONFIGS = [
     (STFTMaskConfig, {"bottleneck": 0}),
     (STFTMaskConfig, {"mask_eps": 0.0}),
     (STFTMaskConfig, {"sources": ("vocals", "vocals")}),
+    (StructureAConfig, {"encoder_blocks": 0}),
+    (StructureAConfig, {"kernel_size": 4}),
+    (StructureAConfig, {"activation": "tanh"}),
+    (StructureAConfig, {"latent_channels": -1}),
+    (StructureAConfig, {"head": "softmax"}),
+    (UMTConfig, {"pool": 0}),
+    (UMTConfig, {"decoder": "parallel"}),
+    (UMTConfig, {"decoder": "autoregressive", "head": "regression"}),
+    (UMTConfig, {"confusion_mode": "both"}),
+    (UMTConfig, {"confusion_weight": -0.1}),
+    (UMTConfig, {"num_domains": 1}),
+    (UMTConfig, {"temperature": 0.0}),
+    (UMTConfig, {"generation_mode": "beam"}),
+    (UMTConfig, {"input_kernel": 2}),
 ]
 
 
