@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from sepray.models.layers import DilatedResidualStack, batched_matmul
+from sepray.models.layers import DilatedResidualStack
+from sepray.models.residual_function import batched_matmul
 
 
 def concatenated_skips(stack, x, cond=None, skip_length=None):

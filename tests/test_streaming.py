@@ -20,9 +20,9 @@ from sepray.audio import AudioError, AudioReader, AudioWriter, read_audio
 from sepray.config import load_config
 from sepray.errors import UserError
 from sepray.models import build_model
+from sepray.output_folders import SEPARATION_MANIFEST
 from sepray.package import PackageInfo
 from sepray.separate import (
-    SEPARATION_MANIFEST,
     resample_range,
     separate_file,
     separate_song,

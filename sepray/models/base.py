@@ -68,3 +68,23 @@ class Separator(nn.Module):
             self.output_length(mix.shape[-1])
         except ValueError as exc:
             raise ValueError(f"{type(self).__name__}: input shape {tuple(mix.shape)}: {exc}") from None
+
+
+class ContextSeparator(Separator):
+    """A valid-convolution separator with step 1: its output is its input less ``context`` samples."""
+
+    @property
+    def context(self) -> int:  # pragma: no cover - interface
+        """Receptive field - 1: input samples lost between input and output."""
+        raise NotImplementedError
+
+    def output_length(self, input_length: int) -> int:
+        out = input_length - self.context
+        if out < 1:
+            raise ValueError(
+                f"input length {input_length} is shorter than the receptive field {self.context + 1}"
+            )
+        return out
+
+    def input_length(self, output_length: int) -> int:
+        return max(output_length, 1) + self.context

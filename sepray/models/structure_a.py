@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from sepray.models.base import Separator
+from sepray.models.base import ContextSeparator
 from sepray.models.checks import check_at_least, check_choices, check_odd, check_sources
 from sepray.models.encoder import INPUTS, DilatedEncoder
 from sepray.models.heads import DECODE_MODES, HEADS, SkipHead
@@ -63,7 +63,7 @@ class StructureAConfig:
             raise ValueError(f"latent_channels must be >= 0 (0 = no bottleneck), got {self.latent_channels}")
 
 
-class StructureA(Separator):
+class StructureA(ContextSeparator):
     """mix (B, C, T) -> logits (B, 256, S, C, T_out) or waveforms (B, S, C, T_out)."""
 
     def __init__(self, config: StructureAConfig) -> None:
@@ -108,17 +108,6 @@ class StructureA(Separator):
     def context(self) -> int:
         """Receptive field - 1: input samples lost between input and output."""
         return self.encoder.context + self.decoder.context
-
-    def output_length(self, input_length: int) -> int:
-        out = input_length - self.context
-        if out < 1:
-            raise ValueError(
-                f"input length {input_length} is shorter than the receptive field {self.context + 1}"
-            )
-        return out
-
-    def input_length(self, output_length: int) -> int:
-        return max(output_length, 1) + self.context
 
     def forward(self, mix: torch.Tensor) -> torch.Tensor:
         """(B, C, T) -> mu-law logits (B, 256, S, C, T_out) or waveforms (B, S, C, T_out)."""

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sepray.dsp import MU_LAW_CLASSES, mu_law_class_values, mu_law_compand, stft
-from sepray.models.base import Separator
+from sepray.models.base import ContextSeparator
 from sepray.models.checks import check_sources
 from sepray.models.layers import DilatedResidualStack, pointwise
 
@@ -67,7 +67,7 @@ class WaveNetConfig:
             raise ValueError(f"stft_n_fft must be >= 2, got {self.stft_n_fft}")
 
 
-class WaveNet(Separator):
+class WaveNet(ContextSeparator):
     """Non-causal WaveNet: mix (B, C, T) -> logits (B, 256, S, C, T_out) or waveforms (B, S, C, T_out)."""
 
     def __init__(self, config: WaveNetConfig) -> None:
@@ -101,17 +101,6 @@ class WaveNet(Separator):
     def context(self) -> int:
         """Receptive field - 1: input samples lost between input and output."""
         return self.front_context + self.stack.context
-
-    def output_length(self, input_length: int) -> int:
-        out = input_length - self.context
-        if out < 1:
-            raise ValueError(
-                f"input length {input_length} is shorter than the receptive field {self.context + 1}"
-            )
-        return out
-
-    def input_length(self, output_length: int) -> int:
-        return max(output_length, 1) + self.context
 
     def features(self, mix: torch.Tensor) -> torch.Tensor:
         """Front end: (B, C, T) -> (B, residual_channels, T - front_context)."""

@@ -13,7 +13,7 @@ from sepray.models import build_model
 from sepray.models.confusion import DomainClassifier, reverse_gradient
 from sepray.models.generation import cached_generate, naive_generate
 from sepray.models.umt_decoder import CausalWaveNetDecoder, shifted_inputs
-from tests.test_models import TINY_UMT
+from tests.models.test_models import TINY_UMT
 
 TINY = dict(TINY_UMT, encoder_channels=6)
 
