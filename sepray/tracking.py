@@ -56,21 +56,61 @@ def default_artifact_root(uri: str) -> str | None:
     return None
 
 
-def _retry(fn: Callable[[], T], attempts: int = 8) -> T:
+# A tracking server that is down (restarting, a network outage) is waited for: every call is retried with a
+# bounded backoff for up to SEPRAY_TRACKING_RETRY_SECONDS (default 120 s), then fails with a TrackingError that
+# names the store (a sweep's trial then crashes, and Ray retries it from its last checkpoint). MLflow's own HTTP
+# retries (minutes by default) are shortened so that this window is what counts.
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+RETRY_SECONDS_ENV = "SEPRAY_TRACKING_RETRY_SECONDS"
+DEFAULT_RETRY_SECONDS = 120.0
+MAX_RETRY_DELAY_S = 5.0
+TRANSIENT = (
+    "locked",  # sqlite
+    "busy",
+    "connection",  # a server that is down or restarting
+    "max retries exceeded",
+    "temporarily unavailable",
+    "timed out",
+    "status code 502",
+    "status code 503",
+    "status code 504",
+)
+
+
+def retry_seconds() -> float:
+    """How long a tracking call keeps retrying a store that is locked or unreachable."""
+    try:
+        return max(float(os.environ.get(RETRY_SECONDS_ENV, DEFAULT_RETRY_SECONDS)), 0.0)
+    except ValueError:
+        return DEFAULT_RETRY_SECONDS
+
+
+def _transient(exc: Exception) -> bool:
+    text = str(exc).lower()
+    return any(word in text for word in TRANSIENT)
+
+
+def _retry(fn: Callable[[], T]) -> T:
+    """``fn()``, retried while the store is locked or unreachable, for at most :func:`retry_seconds`."""
+    window = retry_seconds()
+    deadline = time.monotonic() + window
     delay = 0.05
-    for i in range(attempts):
+    while True:
         try:
             return fn()
-        except MlflowException as exc:
-            text = str(exc).lower()
-            if i == attempts - 1 or not ("locked" in text or "busy" in text or "connection" in text):
+        except Exception as exc:  # MlflowException, or sqlalchemy's OperationalError raw in some paths
+            if not _transient(exc):
                 raise
-        except Exception as exc:  # sqlalchemy OperationalError surfaces raw in some paths
-            if i == attempts - 1 or "locked" not in str(exc).lower():
+            if time.monotonic() + delay > deadline:
+                if isinstance(exc, MlflowException) and "locked" not in str(exc).lower():
+                    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                    raise TrackingError(
+                        f"the tracking store did not answer for {window:g} s ({RETRY_SECONDS_ENV}): {first[:300]}"
+                    ) from exc
                 raise
         time.sleep(delay)
-        delay = min(delay * 2, 2.0)
-    raise AssertionError("unreachable")
+        delay = min(delay * 2, MAX_RETRY_DELAY_S)
 
 
 def client(uri: str | None = None) -> MlflowClient:
@@ -107,7 +147,7 @@ class Run:
     # -- values ---------------------------------------------------------------------------------------------
     def log_params(self, params: dict[str, Any]) -> None:
         """Log params once; values already logged (a resumed run) are skipped, not re-sent."""
-        existing = self.client.get_run(self.run_id).data.params
+        existing = _retry(lambda: self.client.get_run(self.run_id)).data.params
         items = [Param(k, _param_text(v)) for k, v in sorted(params.items()) if k not in existing]
         for i in range(0, len(items), 100):
             chunk = items[i : i + 100]
@@ -150,10 +190,10 @@ class Run:
 
     # -- reading --------------------------------------------------------------------------------------------
     def info(self):
-        return self.client.get_run(self.run_id)
+        return _retry(lambda: self.client.get_run(self.run_id))
 
     def metric_history(self, key: str) -> list[tuple[int, float]]:
-        return [(m.step, m.value) for m in self.client.get_metric_history(self.run_id, key)]
+        return [(m.step, m.value) for m in _retry(lambda: self.client.get_metric_history(self.run_id, key))]
 
 
 def start_run(
@@ -185,7 +225,7 @@ def attach_run(run_id: str, uri: str | None = None, reopen: bool = False) -> Run
 def find_runs(experiment: str, filter_string: str = "", uri: str | None = None) -> list:
     """All runs of an experiment matching an MLflow filter string (e.g. "tags.sepray.trial = 'abc'")."""
     c = client(uri)
-    exp = c.get_experiment_by_name(experiment)
+    exp = _retry(lambda: c.get_experiment_by_name(experiment))
     if exp is None:
         return []
     runs, token = [], None
@@ -214,7 +254,7 @@ def check_run_id(run_id: str) -> str:
 def _get_run(c: MlflowClient, run_id: str):
     check_run_id(run_id)
     try:
-        return c.get_run(run_id)
+        return _retry(lambda: c.get_run(run_id))
     except MlflowException as exc:
         if "RESOURCE_DOES_NOT_EXIST" in str(exc.error_code) or "not found" in str(exc).lower():
             raise TrackingError(f"run {run_id}: no such MLflow run in {c.tracking_uri}") from None

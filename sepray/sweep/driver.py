@@ -183,7 +183,7 @@ def _restore_snapshot(spec: SweepSpec, resume: bool, log=print) -> None:
 
 def _trial_summary(result) -> dict[str, Any]:
     metrics = result.metrics or {}
-    keys = ("trial_id", "signature", "mlflow_run_id", "done_epochs", "reused")
+    keys = ("trial_id", "signature", "mlflow_run_id", "done_epochs", "reused", "failed")
     return {"error": result.error is not None, **{k: metrics.get(k) for k in keys}}
 
 

@@ -42,6 +42,8 @@ def collect_rows(spec, parent_run_id: str, uri: str) -> list[dict[str, Any]]:
         sampled = json.loads(t.get(names.SAMPLED, "{}"))
         for param in spec.params:
             row[param.key] = sampled.get(param.key, "")  # "" when the parameter was inactive (`when:`)
+        row["retries"] = _int(t.get(names.RETRIES)) or 0
+        row["reason"] = t.get(names.LAST_ERROR, "") if row["outcome"] == names.FAILED else ""
         row["signature"] = t.get(names.SIGNATURE, "")
         row["trial_id"] = t.get(names.TRIAL_ID, "")
         rows.append(row)
@@ -179,7 +181,7 @@ def leaderboard_columns(spec) -> list[str]:
         names.sdr_metric("valid", s) for s in SOURCES if names.sdr_metric("valid", s) != spec.metric
     ]
     cols += ["num_parameters", "train_seconds"] + [p.key for p in spec.params]
-    return cols
+    return cols + ["retries", "reason"]
 
 
 def format_leaderboard(rows: list[dict[str, Any]], spec) -> str:
@@ -215,6 +217,12 @@ def format_leaderboard(rows: list[dict[str, Any]], spec) -> str:
     )
     out = [title, fmt.format(*head), fmt.format(*("-" * w for w in widths[:-1]), "-" * 8)]
     out += [fmt.format(*cells) for cells in lines]
+    out += [
+        f"{r['rank']}: {r['outcome']}: {r['reason']}" for r in rows if r.get("reason")
+    ]  # why trials failed
+    retried = [f"{r['rank']} ({r['retries']}x)" for r in rows if r.get("retries")]
+    if retried:
+        out.append(f"restarted from a checkpoint by Ray (node lost, crash): {', '.join(retried)}")
     return "\n".join(out)
 
 

@@ -90,8 +90,15 @@ def run_trial(
     trial_id: str,
     report: Callable[[dict[str, Any], Path | None], None],
     resume_dir: Path | None = None,
+    node_id: str | None = None,
 ) -> None:
-    """Train (or reuse) one configuration; ``report(metrics, checkpoint_dir)`` once per epoch."""
+    """Train (or reuse) one configuration; ``report(metrics, checkpoint_dir)`` once per epoch.
+
+    ``node_id`` (the Ray node this attempt runs on) is recorded on the child run. A trial that diverges or runs
+    out of memory fails for good at once (see :func:`_deterministic_failures`): its run ends FAILED with the
+    reason, and a last report with ``failed: true`` ends the trial without a retry. Any other error is raised,
+    and Ray retries the trial from its last checkpoint (``max_failures``).
+    """
     from sepray.train import CHECKPOINT_FILE, Trainer
 
     cfg = sweep.trial_config(config)
@@ -112,8 +119,17 @@ def run_trial(
         replay(info, metric, start_epoch, base, uri, report)
         return
     logged = max((s for s, _ in run.metric_history("epoch")), default=0)  # epochs this run already holds
+    if node_id:
+        nodes = [n for n in info.data.tags.get(names.RAY_NODE_IDS, "").split(",") if n]
+        if not nodes or nodes[-1] != node_id:
+            nodes.append(node_id)
+        run.set_tags({names.RAY_NODE_ID: node_id, names.RAY_NODE_IDS: ",".join(nodes)})
 
-    trainer = Trainer(cfg)
+    try:
+        trainer = Trainer(cfg)
+    except _deterministic_failures() as exc:  # e.g. the model does not fit in memory
+        fail_for_good(run, exc, 0, metric, base, report)
+        return
     if resume_dir is not None and (resume_dir / CHECKPOINT_FILE).is_file():
         trainer.load_checkpoint(resume_dir)
     if not info.data.params:
@@ -143,10 +159,38 @@ def run_trial(
                 if trainer.finished:
                     finish_child_run(run, trainer, sweep)
                 report({**result, **base, "done_epochs": trainer.epoch}, Path(tmp))
+    except _deterministic_failures() as exc:
+        fail_for_good(run, exc, trainer.epoch, metric, base, report)
     except BaseException as exc:
         if not isinstance(exc, (KeyboardInterrupt, SystemExit)):
-            run.set_tags({names.LAST_ERROR: f"{type(exc).__name__}: {exc}"[:500]})
+            run.set_tags({names.LAST_ERROR: error_text(exc)})
         raise
+
+
+def _deterministic_failures() -> tuple[type[BaseException], ...]:
+    """Errors that the same configuration would hit again on a retry: divergence (the Trainer raises
+    FloatingPointError on a non-finite loss) and running out of memory (host or GPU)."""
+    import torch
+
+    return (FloatingPointError, MemoryError, torch.OutOfMemoryError)
+
+
+def error_text(exc: BaseException) -> str:
+    """``Type: first line of the message``, at most 500 characters (the ``sepray.last_error`` tag)."""
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}"[:500]
+
+
+def fail_for_good(run: tracking.Run, exc: BaseException, epoch: int, metric: str, base: dict, report) -> None:
+    """End the run FAILED with the reason, then end the trial with a last ``failed`` report (no retry: Ray's
+    FailureConfig retries every exception alike, and this one would come back on every retry)."""
+    reason = error_text(exc)
+    run.set_tags({names.OUTCOME: names.FAILED, names.LAST_ERROR: reason, names.EPOCHS: epoch})
+    run.end("FAILED")
+    report(
+        {metric: float("nan"), "failed": True, "error": reason, "epoch": epoch, "done_epochs": epoch, **base},
+        None,
+    )
 
 
 def _stopped(run: tracking.Run) -> bool:

@@ -66,6 +66,7 @@ class TrialNamer:
 def train_trial(config: dict[str, Any], sweep: TrialContext) -> None:
     """Ray Tune function trainable: resume from ``tune.get_checkpoint()``, train, ``tune.report`` per epoch."""
     trial_id = tune.get_context().get_trial_id()
+    node_id = ray.get_runtime_context().get_node_id()  # recorded on the child run (ray-free trial body)
 
     def report(metrics: dict[str, Any], checkpoint_dir: Path | None = None) -> None:
         checkpoint = tune.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir else None
@@ -76,7 +77,7 @@ def train_trial(config: dict[str, Any], sweep: TrialContext) -> None:
         resume_dir = None
         if checkpoint is not None:
             resume_dir = Path(checkpoint.to_directory(tmp))
-        run_trial(config, sweep, trial_id, report, resume_dir)
+        run_trial(config, sweep, trial_id, report, resume_dir, node_id=node_id)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -90,28 +91,73 @@ class ChildRunCloser(Callback):
         self.experiment = experiment
         self.parent_run_id = parent_run_id
         self.uri = uri
+        self._retries: dict[str, dict[str, Any]] = {}  # trial id -> retry tags not yet on its run
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        if trial.trial_id in self._retries:
+            self._tag_retries(trial.trial_id)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
+        self._tag_retries(trial.trial_id)
         self._close(trial, "KILLED", names.STOPPED_EARLY)
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self._close(trial, "FAILED", names.FAILED)
+        self._retries.pop(trial.trial_id, None)
+        self._close(trial, "FAILED", names.FAILED, failed=True)
 
-    def _close(self, trial, status: str, outcome: str) -> None:
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        """Ray restarts the trial from its last checkpoint (its node died, it crashed): count it on the run,
+        which the restarted trial reattaches (later, when the tracking store is down right now)."""
+        self._retries[trial.trial_id] = {
+            names.RETRIES: trial.num_failures,
+            names.LAST_ERROR: _trial_error(trial),
+        }
+        self._tag_retries(trial.trial_id)
+
+    def _tag_retries(self, trial_id: str) -> None:
+        tags = self._retries.get(trial_id)
+        if not tags:
+            return
+        try:
+            runs = tracking.child_runs(self.experiment, self.parent_run_id, self.uri, trial_id=trial_id)
+            for r in runs:
+                tracking.Run(r.info.run_id, self.uri).set_tags(tags)
+            if runs:
+                del self._retries[trial_id]
+        except Exception as exc:  # tried again at the trial's next result
+            print(f"sepray: could not tag the retry of trial {trial_id} yet: {exc}", file=sys.stderr)
+
+    def _close(self, trial, status: str, outcome: str, failed: bool = False) -> None:
         try:
             runs = tracking.child_runs(self.experiment, self.parent_run_id, self.uri, trial_id=trial.trial_id)
             for r in runs:
                 if r.info.status == "RUNNING":
                     run = tracking.Run(r.info.run_id, self.uri)
-                    run.set_tags(
-                        {
-                            names.OUTCOME: outcome,
-                            names.EPOCHS: (trial.last_result or {}).get("done_epochs", 0),
-                        }
-                    )
+                    tags = {
+                        names.OUTCOME: outcome,
+                        names.EPOCHS: (trial.last_result or {}).get("done_epochs", 0),
+                    }
+                    if failed:
+                        tags[names.RETRIES] = max(trial.num_failures - 1, 0)
+                        tags[names.LAST_ERROR] = _trial_error(trial)
+                    run.set_tags(tags)
                     run.end(status)
         except Exception as exc:  # never break the sweep over bookkeeping; close_orphans runs at the end
             print(f"sepray: could not close the MLflow run of trial {trial.trial_id}: {exc}", file=sys.stderr)
+
+
+def _trial_error(trial) -> str:
+    """One line on why a trial's attempt failed (the node died, the exception it raised)."""
+    try:
+        error = trial.get_error()
+    except Exception:
+        error = None
+    if error is None:
+        return "unknown error"
+    cause = getattr(error, "cause", None) or getattr(error, "__cause__", None)
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    text = f"{type(cause or error).__name__}: {lines[-1] if lines else ''}"
+    return text[:500]
 
 
 class StateSnapshot(Callback):
@@ -344,6 +390,50 @@ def shutdown() -> None:
     ray.shutdown()
 
 
+# environment variables a driver joining a cluster hands its trials (through Ray's runtime_env): MLflow's
+# credentials (a server with basic auth) and HTTP retry settings, and sepray's tracking retry window
+FORWARDED_ENV = (
+    "MLFLOW_TRACKING_USERNAME",
+    "MLFLOW_TRACKING_PASSWORD",
+    "MLFLOW_TRACKING_TOKEN",
+    "MLFLOW_TRACKING_INSECURE_TLS",
+    "MLFLOW_TRACKING_SERVER_CERT_PATH",
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT",
+    "SEPRAY_TRACKING_RETRY_SECONDS",
+)
+CONNECT_TIMEOUT_S = 5.0  # to find that nothing listens at a cluster's address (Ray itself waits minutes)
+
+
+def check_reachable(address: str) -> None:
+    """SweepError unless something accepts a TCP connection at the cluster's GCS address (``auto``: the cluster
+    this machine belongs to); Ray's own ``ray.init`` would retry for minutes against a port with no Ray."""
+    import socket
+
+    from ray._private.services import canonicalize_bootstrap_address
+
+    if address.startswith("ray://"):
+        return  # Ray client: ray.init reports an unreachable server itself
+    try:
+        gcs = canonicalize_bootstrap_address(address)
+    except (ConnectionError, ValueError) as exc:
+        raise SweepError(
+            f"cannot join the Ray cluster at {address}: {str(exc).strip().splitlines()[0]}"
+        ) from None
+    if gcs is None:
+        return
+    host, _, port = gcs.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT_S):
+            pass
+    except (OSError, ValueError) as exc:
+        raise SweepError(
+            f"cannot join the Ray cluster at {address}: nothing accepts connections at {gcs} "
+            f"({exc.strerror or exc}); is the head up (`ray start --head --port {port or 6379}`)?"
+        ) from None
+
+
 def init_ray(address: str | None, num_cpus: int | None) -> None:
     """Start a fresh local Ray instance (``address=None``) or join the cluster at ``address``."""
     if ray.is_initialized():
@@ -360,7 +450,12 @@ def init_ray(address: str | None, num_cpus: int | None) -> None:
                 _node_ip_address=LOCAL_NODE_ADDRESS,
             )
         else:
-            ray.init(address=address)
+            check_reachable(address)
+            # the trials on other nodes need the driver's tracking credentials and retry settings
+            env = {k: v for k, v in os.environ.items() if k in FORWARDED_ENV}
+            ray.init(address=address, runtime_env={"env_vars": env} if env else None)
+    except SweepError:
+        raise
     except (ConnectionError, RuntimeError, ValueError) as exc:
         where = "a local Ray instance" if address is None else f"the Ray cluster at {address}"
         hint = ""

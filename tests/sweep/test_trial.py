@@ -63,3 +63,51 @@ def test_close_orphans_ends_only_running_children(sweep):
     by_sig = {r.data.tags[names.SIGNATURE]: r for r in tracking.child_runs(exp, parent, uri)}
     assert by_sig["sig1"].info.status == "FINISHED"
     assert by_sig["sig2"].info.status == "KILLED" and by_sig["sig2"].data.tags[names.OUTCOME] == "interrupted"
+
+
+class _DivergingTrainer:
+    """Stands in for sepray.train.Trainer: the first epoch diverges, as the real one does at lr=1e30."""
+
+    num_parameters = 1
+    epoch = 0
+    finished = False
+    error: BaseException = FloatingPointError("training diverged: loss is nan at step 1")
+
+    def __init__(self, cfg):
+        pass
+
+    def baseline_sdr(self):
+        return {}
+
+    def train_epoch(self):
+        raise self.error
+
+
+@pytest.mark.parametrize("error", ["diverged", "out-of-memory"])
+def test_a_diverged_or_out_of_memory_trial_fails_for_good_with_the_reason(sweep, monkeypatch, error):
+    import dataclasses
+    import math
+
+    import torch
+
+    from sepray import train
+    from sepray.sweep.spec import load_spec
+    from sepray.sweep.trial import TrialContext, run_trial
+
+    exp, parent, uri = sweep
+    if error == "out-of-memory":
+        monkeypatch.setattr(_DivergingTrainer, "error", torch.OutOfMemoryError("CUDA out of memory."))
+    monkeypatch.setattr(train, "Trainer", _DivergingTrainer)
+    spec = load_spec("sweeps/quickstart.yaml", smoke_test=True)
+    context = TrialContext.of(spec, uri, parent)
+    context = dataclasses.replace(context, experiment=exp)
+    reports = []
+    run_trial({}, context, "trial-a", lambda metrics, ckpt: reports.append(metrics), node_id="node-1")
+    # one last report ends the trial (Ray does not retry it): failed, with the reason, metric NaN
+    (last,) = reports
+    assert last["failed"] is True and math.isnan(last[spec.metric])
+    (child,) = tracking.child_runs(exp, parent, uri)
+    assert child.info.status == "FAILED" and child.data.tags[names.OUTCOME] == names.FAILED
+    expected = "FloatingPointError: training diverged" if error == "diverged" else "OutOfMemoryError: CUDA"
+    assert child.data.tags[names.LAST_ERROR].startswith(expected) and last["error"].startswith(expected)
+    assert child.data.tags[names.RAY_NODE_ID] == "node-1" and child.data.tags[names.RAY_NODE_IDS] == "node-1"
