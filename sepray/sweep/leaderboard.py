@@ -220,7 +220,7 @@ def format_leaderboard(rows: list[dict[str, Any]], spec) -> str:
     out += [
         f"{r['rank']}: {r['outcome']}: {r['reason']}" for r in rows if r.get("reason")
     ]  # why trials failed
-    retried = [f"{r['rank']} ({r['retries']}x)" for r in rows if r.get("retries")]
+    retried = [f"#{r['rank']} ({r['retries']}x)" for r in rows if r.get("retries")]
     if retried:
         out.append(f"restarted from a checkpoint by Ray (node lost, crash): {', '.join(retried)}")
     return "\n".join(out)
