@@ -31,7 +31,9 @@ RUN_NAME = "mlflow.runName"
 NOTE = "mlflow.note.content"
 EXPERIMENT_KIND = "mlflow.experimentKind"
 MODEL_TRAINING = "custom_model_development"  # EXPERIMENT_KIND of a model-training experiment
-MODEL_TRAINING_VIEW = "#/experiments/{experiment_id}/runs?workflowType=machine_learning"  # the UI's Runs table
+MODEL_TRAINING_VIEW = (
+    "#/experiments/{experiment_id}/runs?workflowType=machine_learning"  # the UI's Runs table
+)
 
 # -- artifacts ---------------------------------------------------------------------------------------------
 REPORT = "report/index.html"  # the sweep report on the parent run (images, audio beside it in report/)

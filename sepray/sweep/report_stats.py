@@ -86,10 +86,7 @@ def paired_comparison(
     songs = sorted(
         s
         for s in set(best) & set(other)
-        if best[s] is not None
-        and other[s] is not None
-        and math.isfinite(best[s])
-        and math.isfinite(other[s])
+        if best[s] is not None and other[s] is not None and math.isfinite(best[s]) and math.isfinite(other[s])
     )
     if len(songs) < 2:
         nan = Interval(math.nan, math.nan, math.nan, len(songs))
