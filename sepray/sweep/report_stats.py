@@ -134,6 +134,7 @@ def param_importance(
             distributions[key] = CategoricalDistribution(sorted({repr(v) for v in values}))
     if not distributions:
         return {}, "no searched parameter took more than one value in every trial: no importance to compute"
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "A new study created" line in the output
     study = optuna.create_study(direction="maximize" if mode == "max" else "minimize")
     for params, value in points:
         values = {
