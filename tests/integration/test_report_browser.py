@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import select
 import shutil
 import subprocess
 import sys
@@ -56,9 +57,10 @@ class DevTools:
         self.cmd_r, self.cmd_w = os.pipe()
         self.out_r, self.out_w = os.pipe()
 
-        def fds():
-            os.dup2(self.cmd_r, 3)
-            os.dup2(self.out_w, 4)
+        def fds():  # via fresh copies: a pipe end that already is fd 3 or 4 would stay close-on-exec
+            cmd, out = os.dup(self.cmd_r), os.dup(self.out_w)
+            os.dup2(cmd, 3)
+            os.dup2(out, 4)
 
         self.proc = subprocess.Popen(
             [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -72,8 +74,12 @@ class DevTools:
         os.close(self.out_w)
         self.buffer, self.next_id, self.events = b"", 0, []
 
-    def _read(self) -> dict:
+    def _read(self, timeout: float = 120.0) -> dict:
         while b"\0" not in self.buffer:
+            if not select.select([self.out_r], [], [], timeout)[0]:
+                raise AssertionError(
+                    f"chromium sent nothing for {timeout:.0f} s; last events: {self.events[-5:]}"
+                )
             chunk = os.read(self.out_r, 1 << 20)
             if not chunk:
                 raise AssertionError("chromium closed its DevTools pipe")

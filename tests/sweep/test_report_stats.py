@@ -73,6 +73,7 @@ def test_param_importance_finds_the_parameter_that_matters():
     assert max(importances, key=importances.get) == "model.levels" and "24 trials" in note
     assert param_importance(points[:2])[0] == {}
     constant = [({"model.levels": 3}, 1.0 + i) for i in range(5)]
-    assert param_importance(constant) == ({}, param_importance(constant)[1]) and "no searched" in (
-        param_importance(constant)[1]
+    assert (
+        param_importance(constant) == ({}, param_importance(constant)[1])
+        and "no searched" in (param_importance(constant)[1])
     )
