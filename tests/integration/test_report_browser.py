@@ -87,13 +87,14 @@ class DevTools:
         message, self.buffer = self.buffer.split(b"\0", 1)
         return json.loads(message)
 
-    def send(self, method: str, session: str | None = None, **params):
+    def send(self, method: str, session: str | None = None, wait: bool = True, **params):
+        """Send a command; its result, or None right away when not ``wait`` (its reply becomes an event)."""
         self.next_id += 1
         message = {"id": self.next_id, "method": method, "params": params}
         if session:
             message["sessionId"] = session
         os.write(self.cmd_w, json.dumps(message).encode() + b"\0")
-        while True:
+        while wait:
             reply = self._read()
             if reply.get("id") == self.next_id:
                 if "error" in reply:
@@ -164,7 +165,9 @@ def test_report_plays_its_audio_and_shows_its_images(served_sweep, tmp_path):
             "requestStage": "Response",
         }
         browser.send("Fetch.enable", session, patterns=[pattern])
-        browser.send("Page.navigate", session, url=page)
+        browser.send(
+            "Page.navigate", session, wait=False, url=page
+        )  # it answers once the page is let through
         paused = browser.wait_event("Fetch.requestPaused")["params"]
         headers = [
             h
