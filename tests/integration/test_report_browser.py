@@ -189,6 +189,10 @@ def test_report_plays_its_audio_and_shows_its_images(served_sweep, tmp_path):
         shot = browser.send("Page.captureScreenshot", session, format="png", captureBeyondViewport=True)
         screenshot = tmp_path / "report.png"
         screenshot.write_bytes(base64.b64decode(shot["data"]))
+        if os.environ.get("SEPRAY_TEST_ARTIFACTS"):  # pytest keeps only its last few tmp folders
+            keep = Path(os.environ["SEPRAY_TEST_ARTIFACTS"])
+            keep.mkdir(parents=True, exist_ok=True)
+            screenshot = Path(shutil.copy(screenshot, keep / "report_browser.png"))
         print(f"screenshot of the sweep report: {screenshot}")
     finally:
         browser.close()
