@@ -27,6 +27,7 @@ from typing import Any
 from sepray import names, tracking
 from sepray.config import RunConfig, resolve
 from sepray.sweep.excerpt import log_excerpt
+from sepray.sweep.naming import trial_run_name
 from sepray.sweep.space import GRID_KEY, trial_raw_config
 from sepray.sweep.spec import SweepSpec
 
@@ -125,6 +126,7 @@ def run_trial(
             names.MODEL: cfg.model_name,
             names.NUM_PARAMETERS: trainer.num_parameters,
             names.SAMPLED: json.dumps(sampled_params(config), sort_keys=True),  # the active searched values
+            names.RUN_NAME: trial_run_name(cfg.model_name, sampled_params(config)),
         }
     )
     base["owner"] = True
@@ -142,7 +144,8 @@ def run_trial(
                 Path(tmp, TRIAL_FILE).write_text(json.dumps(state))
                 if trainer.finished:
                     finish_child_run(run, trainer, sweep)
-                report({**result, **base, "done_epochs": trainer.epoch}, Path(tmp))
+                outcome = names.FINISHED if trainer.finished else names.RUNNING  # for Tune's progress table
+                report({**result, **base, "done_epochs": trainer.epoch, "outcome": outcome}, Path(tmp))
     except BaseException as exc:
         if not isinstance(exc, (KeyboardInterrupt, SystemExit)):
             run.set_tags({names.LAST_ERROR: f"{type(exc).__name__}: {exc}"[:500]})
@@ -217,7 +220,12 @@ def replay(owner, metric: str, start_epoch: int, base: dict[str, Any], uri: str,
     for step, value in run.metric_history(metric):
         if step >= 1:
             history[step] = value
-    extra = {"reused": True, "owner_trial_id": owner.data.tags.get(names.TRIAL_ID, ""), "owner": False}
+    extra = {
+        "reused": True,
+        "owner_trial_id": owner.data.tags.get(names.TRIAL_ID, ""),
+        "owner": False,
+        "outcome": "reused",
+    }
     if not history:
         report({metric: float("nan"), "epoch": 0, **base, **extra}, None)
         return
