@@ -48,6 +48,11 @@ OUTCOMES = (RUNNING, FINISHED, STOPPED_EARLY, FAILED, INTERRUPTED)
 
 # -- metrics -----------------------------------------------------------------------------------------------
 VALID_LOSS = "valid_loss"
+TRAIN_LOSS = "train_loss"  # the mean training objective of an epoch (the model's whole training loss)
+TRAIN_CONFUSION_LOSS = "train_confusion_loss"  # domain classifier cross-entropy (UMT confusion loss)
+TRAIN_DOMAIN_ACCURACY = "train_domain_accuracy"  # domain classifier accuracy on the training crops
+# the extra terms a model's training_loss may report, by the key it uses -> the metric logged for it
+TRAIN_EXTRAS = {"confusion_loss": TRAIN_CONFUSION_LOSS, "domain_accuracy": TRAIN_DOMAIN_ACCURACY}
 BASELINES = ("mix", "halfmix")  # the trivial estimates: the mixture, half the mixture
 
 
