@@ -27,6 +27,7 @@ import sepray
 from sepray import SOURCES, dsp
 from sepray.atomic import folder_written_atomically
 from sepray.audio import AudioReader, AudioWriter
+from sepray.device import generation_threads, torch_threads
 from sepray.errors import UsageError
 from sepray.models import Separator
 from sepray.output_folders import (
@@ -315,6 +316,7 @@ def separate_file(
         chunk = max(1, round(chunk_seconds * info.sample_rate))
         n = count_chunks(model, length, chunk)
         progress = stack.enter_context(separation_progress(model, n, chunk, path.name, show_progress))
+        stack.enter_context(torch_threads(generation_threads(model, device)))
         created = missing_folders(outdir)
         stack.push(functools.partial(remove_if_failed, created))
         outdir.mkdir(parents=True, exist_ok=True)
