@@ -182,6 +182,18 @@ def add_sweep_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray instance (default: all)")
 
 
+def cmd_report(args: argparse.Namespace) -> None:
+    from sepray.sweep.report import rebuild_report
+
+    print(rebuild_report(args.sweep, out=args.out))
+
+
+def cmd_runs(args: argparse.Namespace) -> None:
+    from sepray.sweep.report import leaderboard_text
+
+    print(leaderboard_text(args.sweep))
+
+
 def cmd_presets(args: argparse.Namespace) -> None:
     from sepray.config import preset_names
 
@@ -253,6 +265,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_sweep_arguments(sw)
     sw.set_defaults(func=cmd_sweep)
+
+    rep = sub.add_parser(
+        "report",
+        help="build a sweep's HTML report again and log it on its parent run (report/index.html)",
+    )
+    rep.add_argument("sweep", help="sweep name (its newest parent run) or the parent run id")
+    rep.add_argument("--out", type=Path, help="also copy the report folder here (open OUT/index.html)")
+    rep.set_defaults(func=cmd_report)
+
+    runs = sub.add_parser("runs", help="print the leaderboard of a finished or running sweep from MLflow")
+    runs.add_argument("sweep", help="sweep name (its newest parent run) or the parent run id")
+    runs.set_defaults(func=cmd_runs)
 
     pr = sub.add_parser("presets", help="list the configs shipped with sepray")
     pr.set_defaults(func=cmd_presets)

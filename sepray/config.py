@@ -36,7 +36,9 @@ class AugmentConfig:
     pitch_semitones: float = 0.5  # shift ~ U(-pitch_semitones, pitch_semitones)
     pitch_min_seconds: float = 0.25
     pitch_max_seconds: float = 0.5
-    pitch_target: str = "input"  # "input": only the mixture is shifted (the notes); "both": targets too
+    # "both" (default): the sources are shifted and re-summed, so the target is the shifted source and a
+    # separator is never asked to undo the shift; "input": only the mixture (UMT's encoder augmentation)
+    pitch_target: str = "both"
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.gain_min <= self.gain_max:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +28,18 @@ METRIC_NOTE = (
 def evaluate_songs(
     model, songs, sample_rate: int, device="cpu", chunk_seconds: float = 10.0
 ) -> dict[str, Any]:
-    """Separate and score ``songs`` -> {"songs": {name: {source: sdr}}, "median": {source: sdr}, baselines}."""
+    """Separate and score ``songs`` -> {"songs": {name: {source: sdr}}, "median": {source: sdr}, baselines,
+    "x_realtime": seconds of audio separated per second of separation (scoring not included)}."""
     per_song: dict[str, dict[str, float]] = {}
     base: dict[str, dict[str, dict[str, float]]] = {name: {} for name in names.BASELINES}
+    audio_seconds = separate_seconds = 0.0
     for song in songs:
+        started = time.perf_counter()
         est = separate_tensor(model, song.mix, chunk_seconds, sample_rate, device)
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        separate_seconds += time.perf_counter() - started
+        audio_seconds += song.mix.shape[-1] / sample_rate
         refs = torch.stack([song.sources[s] for s in SOURCES])
         ests = torch.stack([est[s] for s in SOURCES])
         per_song[song.name] = _medians(metrics.sdr_frames(refs, ests, sample_rate))
@@ -43,6 +51,7 @@ def evaluate_songs(
         "songs": per_song,
         "median": _over_songs(per_song),
         "baselines": {name: _over_songs(v) for name, v in base.items()},
+        "x_realtime": audio_seconds / separate_seconds if separate_seconds > 0 else float("nan"),
     }
 
 
@@ -111,6 +120,7 @@ def evaluate_run(
         run = tracking.attach_run(run_id, uri)
         values = {names.sdr_metric(split, s): v for s, v in result["median"].items()}
         values[names.sdr_metric(split)] = nanmean(list(result["median"].values()))
+        values[names.x_realtime_metric(split)] = result["x_realtime"]
         for name, vals in result["baselines"].items():
             values.update({names.sdr_metric(split, s, name): v for s, v in vals.items()})
         run.log_metrics(values)

@@ -29,6 +29,17 @@ BEST_RUN_ID = "sepray.best_run_id"  # on the parent run
 REGISTERED_MODEL = "sepray.registered_model"
 VERSION = "sepray.version"
 SMOKE_TEST = "sepray.smoke_test"
+# MLflow's own tags: the run's display name, its description (markdown), the experiment's kind in the UI
+RUN_NAME = "mlflow.runName"
+NOTE = "mlflow.note.content"
+EXPERIMENT_KIND = "mlflow.experimentKind"
+MODEL_TRAINING = "custom_model_development"  # EXPERIMENT_KIND of a model-training experiment
+MODEL_TRAINING_VIEW = (
+    "#/experiments/{experiment_id}/runs?workflowType=machine_learning"  # the UI's Runs table
+)
+
+# -- artifacts ---------------------------------------------------------------------------------------------
+REPORT = "report/index.html"  # the sweep report on the parent run (images, audio beside it in report/)
 
 # -- outcomes of a trial (tag OUTCOME) and statuses of a sweep (tag SWEEP_STATUS) -----------------------------
 RUNNING = "running"
@@ -40,7 +51,17 @@ OUTCOMES = (RUNNING, FINISHED, STOPPED_EARLY, FAILED, INTERRUPTED)
 
 # -- metrics -----------------------------------------------------------------------------------------------
 VALID_LOSS = "valid_loss"
+TRAIN_LOSS = "train_loss"  # the mean training objective of an epoch (the model's whole training loss)
+TRAIN_CONFUSION_LOSS = "train_confusion_loss"  # domain classifier cross-entropy (UMT confusion loss)
+TRAIN_DOMAIN_ACCURACY = "train_domain_accuracy"  # domain classifier accuracy on the training crops
+# the extra terms a model's training_loss may report, by the key it uses -> the metric logged for it
+TRAIN_EXTRAS = {"confusion_loss": TRAIN_CONFUSION_LOSS, "domain_accuracy": TRAIN_DOMAIN_ACCURACY}
 BASELINES = ("mix", "halfmix")  # the trivial estimates: the mixture, half the mixture
+
+
+def x_realtime_metric(split: str) -> str:
+    """``test_x_realtime``: seconds of audio separated per second of wall time when evaluating ``split``."""
+    return f"{split}_x_realtime"
 
 
 def sdr_metric(split: str, source: str | None = None, baseline: str | None = None) -> str:

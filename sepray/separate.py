@@ -22,12 +22,12 @@ from pathlib import Path
 from typing import Protocol
 
 import torch
-from tqdm import tqdm
 
 import sepray
 from sepray import SOURCES, dsp
 from sepray.atomic import folder_written_atomically
 from sepray.audio import AudioReader, AudioWriter
+from sepray.device import generation_threads, torch_threads
 from sepray.errors import UsageError
 from sepray.models import Separator
 from sepray.output_folders import (
@@ -40,6 +40,7 @@ from sepray.output_folders import (
     remove_if_failed,
 )
 from sepray.package import PackageInfo
+from sepray.progress import separation_progress
 
 
 def _plan_chunk(model: Separator, chunk: int) -> tuple[int, int, int, int]:
@@ -312,9 +313,10 @@ def separate_file(
         if check_output_folder(target, [path]) and log is not None:
             log(f"replacing the previous separation in {target}")
         length = resampled_length(reader.frames, reader.samplerate, info.sample_rate)
-        n = count_chunks(model, length, max(1, round(chunk_seconds * info.sample_rate)))
-        bar = tqdm(total=n, desc=path.name, unit="chunk", file=sys.stderr, disable=not show_progress)
-        stack.callback(bar.close)
+        chunk = max(1, round(chunk_seconds * info.sample_rate))
+        n = count_chunks(model, length, chunk)
+        progress = stack.enter_context(separation_progress(model, n, chunk, path.name, show_progress))
+        stack.enter_context(torch_threads(generation_threads(model, device)))
         created = missing_folders(outdir)
         stack.push(functools.partial(remove_if_failed, created))
         outdir.mkdir(parents=True, exist_ok=True)
@@ -326,7 +328,7 @@ def separate_file(
                 )
                 for name in SOURCES
             }
-            blocks = separate_stream(model, reader, info.sample_rate, chunk_seconds, device, bar.update)
+            blocks = separate_stream(model, reader, info.sample_rate, chunk_seconds, device, progress)
             for block in blocks:
                 for name, writer in writers.items():
                     writer.write(block[name])

@@ -22,6 +22,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from sepray import names
 from sepray.errors import UserError
 from sepray.numbers import is_finite
 
@@ -118,7 +119,11 @@ def client(uri: str | None = None) -> MlflowClient:
 
 
 def ensure_experiment(name: str, uri: str | None = None) -> str:
-    """Create the store and experiment once (call in the driver before workers start); return its id."""
+    """Create the store and experiment once (call in the driver before workers start); return its id.
+
+    A new experiment is of the "model training" kind (tag ``mlflow.experimentKind``), so the MLflow UI offers
+    its Runs table rather than the GenAI overview.
+    """
     uri = tracking_uri(uri)
     c = MlflowClient(tracking_uri=uri)
     try:
@@ -128,7 +133,13 @@ def ensure_experiment(name: str, uri: str | None = None) -> str:
     if exp is not None:
         return exp.experiment_id
     try:
-        return _retry(lambda: c.create_experiment(name, artifact_location=default_artifact_root(uri)))
+        return _retry(
+            lambda: c.create_experiment(
+                name,
+                artifact_location=default_artifact_root(uri),
+                tags={names.EXPERIMENT_KIND: names.MODEL_TRAINING},
+            )
+        )
     except MlflowException:
         exp = c.get_experiment_by_name(name)  # created concurrently
         if exp is None:
@@ -341,6 +352,20 @@ def child_runs(experiment: str, parent_run_id: str, uri: str | None = None, **ta
     clauses += [f"tags.`sepray.{key}` = '{value}'" for key, value in tags.items()]
     runs = find_runs(experiment, " and ".join(clauses), uri)
     return sorted(runs, key=lambda r: (r.info.start_time, r.info.run_id))
+
+
+def experiment(experiment_id: str, uri: str | None = None):
+    """The MLflow experiment entity with this id."""
+    return _retry(lambda: client(uri).get_experiment(experiment_id))
+
+
+def list_artifact_files(run_id: str, path: str = "", uri: str | None = None) -> list[str]:
+    """Every artifact file of a run below ``path`` (recursively)."""
+    c = client(uri)
+    out: list[str] = []
+    for item in _retry(lambda: c.list_artifacts(run_id, path or None)):
+        out += list_artifact_files(run_id, item.path, uri) if item.is_dir else [item.path]
+    return out
 
 
 def delete_run(run_id: str, uri: str | None = None) -> None:

@@ -22,6 +22,7 @@ from sepray import metrics, names
 from sepray.atomic import file_written_atomically, write_text_atomically
 from sepray.config import RunConfig, run_config_from_dict
 from sepray.data import CropSampler, fixed_crops, load_splits
+from sepray.data.domains import check_domains, domain_index
 from sepray.device import resolve_device
 from sepray.errors import MissingFileError, UsageError
 from sepray.losses import check_loss, separation_loss
@@ -76,6 +77,10 @@ class Trainer:
         if not self.splits.get("train"):
             raise UsageError("data: no training songs")
         self.sources = self.model.sources
+        domains = None  # each training song's domain label, for a model whose training loss uses them
+        if self.model.uses_domains:
+            domains, classes = domain_index(self.splits["train"])
+            check_domains(classes, self.model.config.num_domains)
         self.sampler = CropSampler(
             self.splits["train"],
             self.input_length,
@@ -84,6 +89,7 @@ class Trainer:
             cfg.data.augment,
             sr,
             tc.seed,
+            domains,
         )
         valid_songs = self.splits.get("valid") or self.splits["train"]
         v_out = self.model.output_length(self.model.input_length(max(1, round(tc.valid_seconds * sr))))
@@ -111,21 +117,34 @@ class Trainer:
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.model.parameters())
 
-    def _forward(self, mix: torch.Tensor) -> torch.Tensor:
+    def _reconstruction(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return separation_loss(self.model.head, output, target, self.cfg.train.loss)
+
+    def _training_loss(self, mix, target, domains) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The model's training loss (``Separator.training_loss``; by default the separation loss of
+        ``forward(mix)``) and its extra terms."""
         with torch.autocast(device_type=self.device.type, enabled=self.use_amp):
-            return self.net(mix)
+            return self.model.training_loss(mix, target, domains, self._reconstruction, self.net)
+
+    def _validation_output(self, mix: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
+        with torch.autocast(device_type=self.device.type, enabled=self.use_amp):
+            return self.model.validation_output(mix, target, self.net)
 
     def train_epoch(self, on_step=None) -> dict[str, float]:
-        """Run ``steps_per_epoch`` optimizer steps. Returns {"train_loss", "lr", "steps_per_second"}."""
+        """Run ``steps_per_epoch`` optimizer steps. Returns {"train_loss", "lr", "steps_per_second"} and the
+        epoch means of the model's extra terms (``train_confusion_loss``, ``train_domain_accuracy``)."""
         tc = self.cfg.train
         self.model.train()
         losses = []
+        extras: dict[str, list[float]] = {}
         start = time.perf_counter()
         for _ in range(tc.steps_per_epoch):
-            mix, target = self.sampler.batch(tc.batch_size)
+            mix, target, domains = self.sampler.labelled_batch(tc.batch_size)
             mix, target = mix.to(self.device), target.to(self.device)
-            output = self._forward(mix)
-            loss = separation_loss(self.model.head, output, target, tc.loss)
+            domains = None if domains is None else domains.to(self.device)
+            loss, extra = self._training_loss(mix, target, domains)
+            for key, value in extra.items():
+                extras.setdefault(names.TRAIN_EXTRAS[key], []).append(float(value))
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"training diverged: loss is {loss.item()} at step {self.step}")
             self.optimizer.zero_grad(set_to_none=True)
@@ -145,9 +164,10 @@ class Trainer:
         self.scheduler.step()
         self.epoch += 1
         return {
-            "train_loss": float(np.mean(losses)),
+            names.TRAIN_LOSS: float(np.mean(losses)),
             "lr": lr,
             "steps_per_second": tc.steps_per_epoch / elapsed,
+            **{name: float(np.mean(values)) for name, values in extras.items()},
         }
 
     @torch.no_grad()
@@ -159,12 +179,10 @@ class Trainer:
         self.model.eval()
         outs, losses = [], []
         for i in range(0, mix.shape[0], batch_size):
-            out = self._forward(mix[i : i + batch_size].to(self.device))
-            if target is not None:
-                part = target[i : i + batch_size].to(self.device)
-                losses.append(
-                    separation_loss(self.model.head, out, part, self.cfg.train.loss).item() * len(part)
-                )
+            part = None if target is None else target[i : i + batch_size].to(self.device)
+            out = self._validation_output(mix[i : i + batch_size].to(self.device), part)
+            if part is not None:
+                losses.append(self._reconstruction(out, part).item() * len(part))
             outs.append(self.model.decode(out).float().cpu())
         loss = sum(losses) / mix.shape[0] if losses else float("nan")
         return torch.cat(outs), loss

@@ -27,6 +27,7 @@ from sepray import audio
 from sepray.atomic import folder_written_atomically
 from sepray.config import DataConfig
 from sepray.data.cache import audio_cache_key, cache_root, file_lock, load_prepared_audio
+from sepray.data.domains import label_songs
 from sepray.data.layouts import (
     DatasetError,
     SongFiles,
@@ -89,10 +90,13 @@ def load_splits(cfg: DataConfig) -> dict[str, list[Song]]:
         layout = detect_layout(root, cfg.layout)
     names = split_song_folders(root, layout, cfg)
     cache_dir = cache_root(cfg)
-    return {
+    splits = {
         split: [_load_song(song_files(folder, layout), cfg, cache_dir) for folder in folders]
         for split, folders in names.items()
     }
+    for songs in splits.values():
+        label_songs(songs, root)  # meta["domain"]: the confusion loss's label (sepray/data/domains.py)
+    return splits
 
 
 def split_song_folders(root: Path, layout: str, cfg: DataConfig) -> dict[str, list[Path]]:

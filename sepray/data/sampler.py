@@ -50,6 +50,7 @@ class CropSampler:
         augment: AugmentConfig,
         sample_rate: int,
         seed: int,
+        domains: Sequence[int] | None = None,
     ) -> None:
         self.songs = list(songs)
         if not self.songs:
@@ -88,6 +89,10 @@ class CropSampler:
         self.weights = torch.tensor([max(song.length, 1) for song in self.songs], dtype=torch.float64)
         self.generator = torch.Generator().manual_seed(self.seed)
         self.batches_drawn = 0
+        if domains is not None and len(domains) != len(self.songs):
+            raise ValueError(f"CropSampler: {len(domains)} domain labels for {len(self.songs)} songs")
+        self.domains = None if domains is None else torch.tensor(list(domains), dtype=torch.long)
+        self.last_picks: list[int] = []  # the songs of the last batch's crops
 
     def batch(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
         """mix (B, C, input_length), target (B, S, C, output_length), float32 on the CPU."""
@@ -111,7 +116,14 @@ class CropSampler:
             mix_out[b] = mix
             target_out[b] = stack[self.target_index, :, self.offset : self.offset + self.output_length]
         self.batches_drawn += 1
+        self.last_picks = picks
         return mix_out, target_out
+
+    def labelled_batch(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """:meth:`batch` (the same draws) plus each crop's domain label (B,) int64, None without ``domains``."""
+        mix, target = self.batch(batch_size)
+        domains = None if self.domains is None else self.domains[torch.tensor(self.last_picks)]
+        return mix, target, domains
 
     def state_dict(self) -> dict:
         """Plain tensors and ints (loadable with ``torch.load(..., weights_only=True)``)."""

@@ -16,12 +16,34 @@ Heads:
 * ``head == "mulaw"``: ``forward`` returns logits ``(batch, 256, sources, audio_channels, time_out)``,
   ready for ``F.cross_entropy(logits, mu_law_encode(target))``.
 ``decode(output)`` always returns waveforms ``(batch, sources, audio_channels, time_out)`` in [-1, 1].
+
+Training (what the one training loop in ``sepray/train.py`` calls; the default is the plain separation loss):
+
+* ``training_loss(mix, target, domains, reconstruction, forward)`` -> :class:`TrainingLoss`: the scalar to
+  backpropagate and detached extra scalars logged as ``train_<key>`` (the keys of ``sepray.names.TRAIN_EXTRAS``).
+  ``reconstruction(output, target)`` is the run's separation loss; ``forward`` the (possibly data-parallel)
+  forward the default uses; ``domains`` (B,) int64 the crops' domain labels (None unless ``uses_domains``).
+* ``validation_output(mix, target, forward)``: the output scored on the validation crops (default ``forward(mix)``).
+* ``uses_domains``: True when ``training_loss`` needs domain labels (at least two domains in the data).
+* ``sequential_steps(output_length)``: model steps that must run one after another for one call with that
+  output (0: one parallel pass); ``step_progress``, when set, is called with the number of steps done.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import NamedTuple
+
 import torch
 from torch import nn
+
+
+class TrainingLoss(NamedTuple):
+    """What :meth:`Separator.training_loss` returns: ``loss`` (scalar with a graph) and ``extras``, detached
+    scalars by key (``confusion_loss``, ``domain_accuracy``), logged as their own metrics."""
+
+    loss: torch.Tensor
+    extras: dict[str, torch.Tensor]
 
 
 class Separator(nn.Module):
@@ -30,6 +52,8 @@ class Separator(nn.Module):
     head: str = "regression"
     step: int = 1
     halo: int = 0
+    uses_domains: bool = False
+    step_progress: Callable[[int], None] | None = None
 
     @property
     def sources(self) -> tuple[str, ...]:
@@ -56,6 +80,31 @@ class Separator(nn.Module):
     def decode(self, output: torch.Tensor) -> torch.Tensor:
         """Head output -> waveforms (batch, sources, audio_channels, time_out)."""
         return output
+
+    def training_loss(
+        self,
+        mix: torch.Tensor,
+        target: torch.Tensor,
+        domains: torch.Tensor | None,
+        reconstruction: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+        forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> TrainingLoss:
+        """mix (B, C, T_in), target (B, S, C, T_out), domains (B,) or None -> the loss of one training step."""
+        output = (forward or self)(mix)
+        return TrainingLoss(reconstruction(output, target), {})
+
+    def validation_output(
+        self,
+        mix: torch.Tensor,
+        target: torch.Tensor | None,
+        forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """The head output scored on validation crops: ``forward(mix)``."""
+        return (forward or self)(mix)
+
+    def sequential_steps(self, output_length: int) -> int:
+        """Steps run one after another in one call producing ``output_length`` samples; 0 = one pass."""
+        return 0
 
     def check_input(self, mix: torch.Tensor) -> None:
         """Raise ValueError naming the shape unless ``mix`` is (batch, audio_channels, valid time)."""

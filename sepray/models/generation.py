@@ -17,7 +17,10 @@ in exact arithmetic, return the same samples. The code is device-agnostic (the d
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
+import torch.nn.functional as F
 
 from sepray.dsp import MU_LAW_CLASSES
 from sepray.models.umt_decoder import SILENCE_CLASS, CausalWaveNetDecoder, class_inputs, shifted_inputs
@@ -73,6 +76,7 @@ def naive_generate(
     temperature: float = 1.0,
     generator: torch.Generator | None = None,
     prompt: torch.Tensor | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> torch.Tensor:
     """Reference generation: cond (B, cond_channels, T) -> classes (B, outputs, T - P), one full decoder pass
     over the last ``receptive_field`` inputs per sample."""
@@ -89,6 +93,8 @@ def naive_generate(
         inputs = shifted_inputs(classes[..., : t + 1])[..., lo:].to(dtype)  # (B, M, window)
         logits = decoder(inputs, cond[..., lo : t + 1])[..., -1]  # (B, 256, M)
         classes[..., t] = sample_classes(logits, uniform[..., t - start], mode, temperature)
+        if progress is not None:
+            progress(1)
     return classes[..., start:]
 
 
@@ -234,6 +240,7 @@ def cached_generate(
     generator: torch.Generator | None = None,
     prompt: torch.Tensor | None = None,
     cuda_graph: bool | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> torch.Tensor:
     """Incremental generation: cond (B, cond_channels, T) -> classes (B, outputs, T - P).
 
@@ -253,7 +260,35 @@ def cached_generate(
         graph = _capture(inc)
         for _ in range(steps):
             graph.replay()
+            if progress is not None:
+                progress(1)
     else:
         for _ in range(steps):
             inc.step()
+            if progress is not None:
+                progress(1)
     return inc.classes
+
+
+def segmented_generate(
+    run: Callable[..., torch.Tensor],
+    decoder: CausalWaveNetDecoder,
+    cond: torch.Tensor,
+    segment: int | None,
+    mode: str = "argmax",
+    temperature: float = 1.0,
+    generator: torch.Generator | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> torch.Tensor:
+    """``run`` (cached_generate / naive_generate) over ``ceil(T / segment)`` segments of ``cond (B, Cc, T)`` side
+    by side in one batch, each from silent history: ``segment`` sequential steps instead of ``T``.
+    -> classes (B, outputs, T). ``segment`` None (or >= T): one sequence, exactly ``run``."""
+    batch, channels, time = cond.shape
+    if segment is None or time <= segment:
+        return run(decoder, cond, mode, temperature, generator, progress=progress)
+    k = -(-time // segment)
+    parts = F.pad(cond, (0, k * segment - time)).view(batch, channels, k, segment)
+    parts = parts.permute(0, 2, 1, 3).reshape(batch * k, channels, segment)  # (B * k, Cc, segment)
+    classes = run(decoder, parts, mode, temperature, generator, progress=progress)  # (B * k, M, segment)
+    classes = classes.view(batch, k, -1, segment).permute(0, 2, 1, 3)  # (B, M, k, segment)
+    return classes.reshape(batch, -1, k * segment)[..., :time]

@@ -36,16 +36,17 @@ from torch import nn
 from torch.func import functional_call
 
 from sepray.dsp import MU_LAW_CLASSES, mu_law_class_values, mu_law_encode
-from sepray.models.base import Separator
+from sepray.models.base import Separator, TrainingLoss
 from sepray.models.checks import check_at_least, check_choices, check_odd, check_sources
 from sepray.models.confusion import DomainClassifier, reverse_gradient
 from sepray.models.encoder import INPUTS, DilatedEncoder
-from sepray.models.generation import MODES, cached_generate, naive_generate
+from sepray.models.generation import MODES, cached_generate, naive_generate, segmented_generate
 from sepray.models.heads import DECODE_MODES, HEADS, SkipHead, decode_output
 from sepray.models.layers import DilatedResidualStack, pointwise
 from sepray.models.umt_decoder import CausalWaveNetDecoder, shifted_inputs
 
 DECODERS = ("separator", "autoregressive")
+GENERATION_SEGMENT_FRAMES = 20  # latent frames generated as one sequence (1 s at pool 800 and 16 kHz)
 CONFUSION_MODES = ("adversarial", "reversal")
 
 
@@ -123,6 +124,10 @@ class UMT(Separator):
         self.config = config
         self.head = config.head
         self.step = config.pool
+        self.uses_domains = config.confusion_weight > 0
+        # autoregressive inference: the output is generated as independent segments of this many samples side
+        # by side in one batch (each from silent history); None = one sequence per call (exact, slower)
+        self.generation_segment: int | None = GENERATION_SEGMENT_FRAMES * config.pool
         self.encoder = DilatedEncoder(
             config.audio_channels,
             config.input,
@@ -310,7 +315,44 @@ class UMT(Separator):
         if method not in ("cached", "naive"):
             raise ValueError(f"method must be 'cached' or 'naive', got {method!r}")
         run = cached_generate if method == "cached" else naive_generate
-        return run(self.decoder, cond, mode, temperature, generator)  # (B, S * C, T)
+        return segmented_generate(
+            run, self.decoder, cond, self.generation_segment, mode, temperature, generator, self.step_progress
+        )  # (B, S * C, T)
+
+    # ---- the training loop's interface (sepray/models/base.py) ------------------------------------------
+
+    def training_loss(self, mix, target, domains, reconstruction, forward=None) -> TrainingLoss:
+        """Reconstruction (teacher-forced in autoregressive mode) plus the confusion terms, for one backward
+        pass over all parameters: in adversarial mode the classifier term reaches only the classifier and the
+        model term only the encoder (:meth:`confusion_loss`), so one optimizer does the alternating updates.
+        Extras: ``confusion_loss`` (the classifier's cross-entropy) and ``domain_accuracy``. Ignores
+        ``forward``: the latent is needed, so UMT trains on one device."""
+        teacher = target if self.config.decoder == "autoregressive" else None
+        output, latent = self.forward_with_latent(mix, teacher)
+        loss = reconstruction(output, target)
+        if not self.uses_domains or domains is None:
+            return TrainingLoss(loss, {})
+        conf = self.confusion_loss(latent, domains)
+        classifier = conf.model if conf.classifier is None else conf.classifier
+        total = loss + conf.model + (0.0 if conf.classifier is None else conf.classifier)
+        extras = {
+            "confusion_loss": classifier.detach() / self.config.confusion_weight,
+            "domain_accuracy": conf.accuracy,
+        }
+        return TrainingLoss(total, extras)
+
+    def validation_output(self, mix, target, forward=None) -> torch.Tensor:
+        """Autoregressive mode: the teacher-forced logits when a target is given (generating every validation
+        crop each epoch would dominate training); otherwise ``forward(mix)``."""
+        if self.config.decoder == "autoregressive" and target is not None:
+            return self.forward_teacher(mix, target)
+        return (forward or self)(mix)
+
+    def sequential_steps(self, output_length: int) -> int:
+        """Autoregressive mode: samples generated one after another per call (the segment length)."""
+        if self.config.decoder != "autoregressive":
+            return 0
+        return min(output_length, self.generation_segment or output_length)
 
     @torch.no_grad()
     def generate(

@@ -62,6 +62,7 @@ def run_sweep(
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "5")
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the table of tuner.progress_reporter, not Ray's own
     tuner.init_ray(address, num_cpus)
     again = resume_command or "the same command with --resume"
     previous_sigterm = signal.getsignal(signal.SIGTERM)

@@ -27,6 +27,7 @@ from typing import Any
 from sepray import names, tracking
 from sepray.config import RunConfig, resolve
 from sepray.sweep.excerpt import log_excerpt
+from sepray.sweep.naming import trial_run_name
 from sepray.sweep.space import GRID_KEY, trial_raw_config
 from sepray.sweep.spec import SweepSpec
 
@@ -141,6 +142,7 @@ def run_trial(
             names.MODEL: cfg.model_name,
             names.NUM_PARAMETERS: trainer.num_parameters,
             names.SAMPLED: json.dumps(sampled_params(config), sort_keys=True),  # the active searched values
+            names.RUN_NAME: trial_run_name(cfg.model_name, sampled_params(config)),
         }
     )
     base["owner"] = True
@@ -158,7 +160,8 @@ def run_trial(
                 Path(tmp, TRIAL_FILE).write_text(json.dumps(state))
                 if trainer.finished:
                     finish_child_run(run, trainer, sweep)
-                report({**result, **base, "done_epochs": trainer.epoch}, Path(tmp))
+                outcome = names.FINISHED if trainer.finished else names.RUNNING  # for Tune's progress table
+                report({**result, **base, "done_epochs": trainer.epoch, "outcome": outcome}, Path(tmp))
     except _deterministic_failures() as exc:
         fail_for_good(run, exc, trainer.epoch, metric, base, report)
     except BaseException as exc:
@@ -188,7 +191,15 @@ def fail_for_good(run: tracking.Run, exc: BaseException, epoch: int, metric: str
     run.set_tags({names.OUTCOME: names.FAILED, names.LAST_ERROR: reason, names.EPOCHS: epoch})
     run.end("FAILED")
     report(
-        {metric: float("nan"), "failed": True, "error": reason, "epoch": epoch, "done_epochs": epoch, **base},
+        {
+            metric: float("nan"),
+            "failed": True,
+            "error": reason,
+            "epoch": epoch,
+            "done_epochs": epoch,
+            "outcome": names.FAILED,
+            **base,
+        },
         None,
     )
 
@@ -261,7 +272,12 @@ def replay(owner, metric: str, start_epoch: int, base: dict[str, Any], uri: str,
     for step, value in run.metric_history(metric):
         if step >= 1:
             history[step] = value
-    extra = {"reused": True, "owner_trial_id": owner.data.tags.get(names.TRIAL_ID, ""), "owner": False}
+    extra = {
+        "reused": True,
+        "owner_trial_id": owner.data.tags.get(names.TRIAL_ID, ""),
+        "owner": False,
+        "outcome": "reused",
+    }
     if not history:
         report({metric: float("nan"), "epoch": 0, **base, **extra}, None)
         return

@@ -342,6 +342,7 @@ def build_tuner_parts(spec: SweepSpec, sweep: TrialContext) -> dict[str, Any]:
             checkpoint_score_order=spec.mode,
         ),
         callbacks=callbacks,
+        progress_reporter=progress_reporter(spec),
         verbose=1,
     )
     return {
@@ -350,6 +351,26 @@ def build_tuner_parts(spec: SweepSpec, sweep: TrialContext) -> dict[str, Any]:
         "tune_config": tune_config,
         "run_config": run_config,
     }
+
+
+def progress_reporter(spec: SweepSpec) -> tune.CLIReporter:
+    """Tune's live table: the spec's metric, validation SDR per source, epoch, outcome, the searched values.
+
+    Ray 2.60's default ("new") output engine ignores a reporter and shows the first four reported keys; the
+    driver sets ``RAY_AIR_NEW_OUTPUT=0`` so this one is used.
+    """
+    from sepray import SOURCES
+
+    columns = {spec.metric: spec.metric}
+    columns.update({names.sdr_metric("valid", s): f"valid {s}" for s in SOURCES})
+    columns.update({"epoch": "epoch", "outcome": "outcome"})
+    return tune.CLIReporter(
+        metric_columns=columns,
+        parameter_columns={p.key: p.key.rsplit(".", 1)[-1] for p in spec.params},
+        metric=spec.metric,
+        mode=spec.mode,
+        max_report_frequency=30,
+    )
 
 
 def fit(spec: SweepSpec, sweep: TrialContext, resume: bool, log=print):

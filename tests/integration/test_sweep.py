@@ -210,3 +210,24 @@ def test_a_configuration_proposed_twice_is_trained_once(tmp_path, monkeypatch):
     children = tracking.child_runs(spec.name, parent.run_id, uri)
     assert len(children) == 1 and children[0].data.tags["sepray.trial_id"] == "trial-a"
     assert children[0].info.status == "FINISHED"
+
+
+@pytest.mark.parametrize("spec", ["seed_ablation.yaml", "umt.yaml"])
+def test_new_family_specs_run_in_smoke_mode(tmp_path, spec):
+    """The Structure A ablation grid and the UMT sweep end to end with tiny sizes: a winner is chosen, the
+    confusion-loss trials log their extra metrics."""
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "sweeps" / "run.py"), str(REPO / "sweeps" / spec), "--smoke-test",
+         "--num-cpus", "2"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600,
+        env={**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}", "PYTHONWARNINGS": "ignore"},
+    )  # fmt: skip
+    assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+    assert "sepray separate --run-id" in proc.stdout
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    runs = tracking.find_runs(f"{Path(spec).stem}-smoke", uri=uri)
+    confusion = [r for r in runs if float(r.data.params.get("model.confusion_weight", 0) or 0) > 0]
+    assert (
+        confusion or spec == "umt.yaml"
+    )  # the grid has a cell with the loss on; 4 random UMT samples may not
+    assert all("train_confusion_loss" in r.data.metrics for r in confusion)

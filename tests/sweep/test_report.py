@@ -1,0 +1,152 @@
+"""The sweep report on a hand-made sqlite store (no Ray): one leaderboard row per trial, audio players whose
+relative links exist in the logged report folder, the verdict, the parent's note; and trial run names."""
+
+from __future__ import annotations
+
+import json
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from sepray import names, tracking
+from sepray.sweep.naming import short_value, trial_run_name
+from sepray.sweep.report import SearchedKey, SweepView, leaderboard_text, publish_report, rebuild_report
+
+SPEC = SweepView(
+    name="report-test",
+    metric="valid_sdr_vocals",
+    mode="max",
+    select="test_sdr_vocals",
+    top_k=2,
+    params=(SearchedKey("model.levels"), SearchedKey("train.lr"), SearchedKey("model.upsampling")),
+)
+
+
+class Page(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.rows, self.audio, self.images, self.scripts = 0, [], [], 0
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "tr" and "trial" in (a.get("class") or "").split():
+            self.rows += 1
+        if tag == "audio":
+            self.audio.append(a["src"])
+        if tag == "img":
+            self.images.append(a["src"])
+        if tag == "script":
+            self.scripts += 1
+
+
+def _make_sweep(tmp: Path) -> tuple[str, str]:
+    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    tracking.ensure_experiment(SPEC.name, uri)
+    parent = tracking.start_run(SPEC.name, "sweep-report-test", {names.KIND: "sweep"}, uri=uri)
+    parent.log_params(
+        {
+            "metric": SPEC.metric,
+            "mode": "max",
+            "select": SPEC.select,
+            "top_k": 2,
+            "searched": "model.levels,train.lr,model.upsampling",
+        }
+    )
+    rng = np.random.default_rng(0)
+    songs = [f"song{i}" for i in range(6)]
+    wav = tmp / "excerpt"
+    wav.mkdir()
+    for name in (
+        "mixture",
+        "vocals_estimate",
+        "vocals_reference",
+        "accompaniment_estimate",
+        "accompaniment_reference",
+    ):
+        sf.write(wav / f"{name}.wav", rng.normal(0, 0.1, 8000).astype("float32"), 8000)
+    trials = [  # (outcome, levels, lr, valid, test offset)
+        ("finished", 4, 2.8e-3, 5.0, 3.0),
+        ("finished", 3, 1.0e-3, 4.0, 0.0),
+        ("stopped_early", 2, 6.0e-4, 1.0, None),
+        ("failed", 3, 5.0e-4, None, None),
+    ]
+    for i, (outcome, levels, lr, valid, offset) in enumerate(trials):
+        sampled = {"model.levels": levels, "train.lr": lr, "model.upsampling": "linear"}
+        tags = {
+            names.KIND: "trial",
+            names.MODEL: "waveunet",
+            names.OUTCOME: outcome,
+            names.SAMPLED: json.dumps(sampled),
+        }
+        if outcome == "failed":
+            tags[names.LAST_ERROR] = "RuntimeError: out of memory"
+        run = tracking.start_run(SPEC.name, trial_run_name("waveunet", sampled), tags, parent.run_id, uri)
+        run.log_params({"num_parameters": 1000 * (i + 1), "model.name": "waveunet"})
+        for epoch in range(1, (3 if outcome == "finished" else 2)):
+            if valid is not None:
+                run.log_metrics({"valid_sdr_vocals": valid - 1 / epoch, "epoch": epoch}, step=epoch)
+        if offset is not None:
+            per_song = {
+                s: {"vocals": 4.0 + offset + 0.1 * j, "accompaniment": 6.0 + 0.1 * j}
+                for j, s in enumerate(songs)
+            }
+            run.log_text(json.dumps({"songs": per_song}), "evaluation/test_sdr.json")
+            run.log_metrics(
+                {
+                    "test_sdr_vocals": 4.25 + offset,
+                    "test_sdr_accompaniment": 6.25,
+                    "test_x_realtime": 30.0 / (i + 1),
+                }
+            )
+            run.log_artifacts(wav, "excerpt")
+        run.end("FINISHED" if outcome == "finished" else "KILLED")
+    parent.set_tags({names.BEST_RUN_ID: tracking.child_runs(SPEC.name, parent.run_id, uri)[0].info.run_id})
+    return uri, parent.run_id
+
+
+def test_report_has_one_row_per_trial_and_playable_relative_audio(tmp_path):
+    uri, parent_id = _make_sweep(tmp_path)
+    where = publish_report(SPEC, parent_id, uri)
+    assert names.REPORT in where and "workflowType=machine_learning" in where
+    folder = tracking.download_artifacts(parent_id, "report", tmp_path / "dl", uri)
+    text = (folder / "index.html").read_text()
+    page = Page()
+    page.feed(text)
+    assert page.rows == 4 and page.scripts == 0
+    assert len(page.audio) == 2 * 5  # the two finished trials: mixture + estimate and reference per source
+    for link in page.audio + page.images:
+        assert not link.startswith(("/", "http:", "https:", "data:")) and (folder / link).is_file(), link
+    assert {"images/curves.png", "images/pareto_speed.png", "images/parallel.png"} <= set(page.images)
+    assert "distinguishable" in text and "RuntimeError: out of memory" in text and "stopped early" in text
+    assert "at least 4 trials" in text  # 3 trials with a metric value: importance is explained, not drawn
+    inline = Page()
+    inline.feed((folder / "inline.html").read_text())
+    assert inline.rows == 4 and all(s.startswith("data:audio/") for s in inline.audio)
+    note = tracking.get_run(parent_id, uri).data.tags[names.NOTE]
+    assert names.REPORT in note and "#/experiments/" in note and "workflowType=machine_learning" in note
+    experiment = tracking.client(uri).get_experiment_by_name(SPEC.name)
+    assert experiment.tags[names.EXPERIMENT_KIND] == names.MODEL_TRAINING
+
+
+def test_report_and_runs_find_the_sweep_by_name(tmp_path):
+    uri, parent_id = _make_sweep(tmp_path)
+    out = tmp_path / "local"
+    assert parent_id in rebuild_report(SPEC.name, uri, out)
+    assert (out / "index.html").is_file() and any((out / "audio").rglob("mixture.wav"))
+    board = leaderboard_text(parent_id, uri)
+    assert board.count("waveunet") >= 4 and "1*" in board
+
+
+def test_trial_run_names_are_family_and_searched_values():
+    sampled = {"model.name": "waveunet", "model.levels": 4, "model.channels": 16, "train.lr": 0.0028}
+    assert trial_run_name("waveunet", sampled) == "waveunet levels=4 channels=16 lr=2.8e-3"
+    assert [short_value(v) for v in (0.75, 1e-4, 3.0, [3, 5], "linear", True)] == [
+        "0.75",
+        "1e-4",
+        "3",
+        "[3,5]",
+        "linear",
+        "True",
+    ]
