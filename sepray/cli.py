@@ -136,7 +136,7 @@ def cmd_score(args: argparse.Namespace) -> None:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     from sepray.sweep.driver import run_sweep
-    from sepray.sweep.tuner import INTERRUPTED
+    from sepray.sweep.raytune.callbacks import INTERRUPTED
 
     try:
         outcome = run_sweep(

@@ -343,7 +343,7 @@ def _json_default(v: Any):
     return str(v)
 
 
-# -- sweeps (sepray.sweep.tuner / sepray.sweep.leaderboard) -------------------------------------------------------------
+# -- sweeps (sepray.sweep.raytune.tuner / sepray.sweep.leaderboard) -------------------------------------------------------------
 
 
 def child_runs(experiment: str, parent_run_id: str, uri: str | None = None, **tags: str) -> list:

@@ -1,7 +1,7 @@
 """One training loop for every separator: :class:`Trainer` (an epoch at a time) and :func:`train_run`.
 
 ``Trainer`` knows nothing about MLflow or Ray: ``train_run`` (used by ``sepray train``) and the Ray Tune
-trainable (sepray.sweep.tuner) drive it, log what it returns and save its checkpoints.
+trainable (sepray.sweep.raytune.tuner) drive it, log what it returns and save its checkpoints.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Driving a sweep (ray-free): the spec, its MLflow parent run, resume state, the trials' tracking URI, the
-Tuner (:mod:`sepray.sweep.tuner`, the only module importing ray) and the test stage
+Tuner (:mod:`sepray.sweep.raytune`, the only package importing ray) and the test stage
 (:mod:`sepray.sweep.leaderboard`).
 
 ``run_sweep`` validates the spec, creates the MLflow experiment and the sweep's parent run (or reattaches it
@@ -20,8 +20,10 @@ from urllib.parse import urlsplit, urlunsplit
 
 from sepray import names, tracking
 from sepray.errors import SweepError
-from sepray.sweep import snapshot, tuner
+from sepray.sweep import snapshot
 from sepray.sweep.parent import start_parent_run
+from sepray.sweep.raytune import callbacks, cluster, tuner
+from sepray.sweep.report import publish_report_or_note
 from sepray.sweep.spec import SweepSpec, load_spec
 from sepray.sweep.trial import TrialContext, close_orphans
 
@@ -63,7 +65,7 @@ def run_sweep(
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the table of tuner.progress_reporter, not Ray's own
-    tuner.init_ray(address, num_cpus)
+    cluster.init_ray(address, num_cpus)
     again = resume_command or "the same command with --resume"
     previous_sigterm = signal.getsignal(signal.SIGTERM)
     try:
@@ -71,7 +73,7 @@ def run_sweep(
     except ValueError:  # not the main thread
         previous_sigterm = None
     try:
-        tuner.check_schedulable(spec)
+        cluster.check_schedulable(spec)
         parent, uri = open_parent_run(spec, spec_path, resume, log)
         sweep = TrialContext.of(spec, trial_tracking_uri(uri, address, log), parent.run_id)
         started = time.time()
@@ -81,7 +83,7 @@ def run_sweep(
             results = tuner.fit(spec, sweep, resume, log)
             trials = [_trial_summary(r) for r in results]
             unfinished = len(results) - results.num_terminated - results.num_errors
-            signum = tuner.INTERRUPTED["signal"]
+            signum = callbacks.INTERRUPTED["signal"]
             if signum is not None or unfinished:  # Ctrl-C / SIGTERM: Tune saved its state
                 _end_parent(parent, spec, uri, names.INTERRUPTED, "KILLED")
                 log(
@@ -100,6 +102,7 @@ def run_sweep(
             if exp_dir is not None:
                 (exp_dir / "sepray_trials.json").write_text(json.dumps(trials, indent=2))
             outcome = leaderboard.finish_sweep(spec, parent, uri, log=log)
+            publish_report_or_note(spec, parent, uri, log)
             parent.set_tags({names.SWEEP_STATUS: names.FINISHED})
             parent.end("FINISHED")
         except KeyboardInterrupt:
@@ -112,12 +115,12 @@ def run_sweep(
     finally:
         if previous_sigterm is not None:
             signal.signal(signal.SIGTERM, previous_sigterm)
-        tuner.shutdown()
+        cluster.shutdown()
     return {"parent_run_id": parent.run_id, "trials": trials, **outcome}
 
 
 def _terminate(signum, frame) -> None:
-    tuner.INTERRUPTED["signal"] = signum
+    callbacks.INTERRUPTED["signal"] = signum
     raise KeyboardInterrupt
 
 
@@ -202,7 +205,7 @@ def trial_tracking_uri(uri: str, address: str | None, log=print) -> str:
         return uri
     parsed = urlsplit(uri)
     if parsed.scheme in ("http", "https") and parsed.hostname in ("localhost", "127.0.0.1", "::1"):
-        node = tuner.node_address()
+        node = cluster.node_address()
         host = f"[{node}]" if ":" in node else node
         userinfo = parsed.netloc.rpartition("@")[0]
         netloc = (f"{userinfo}@" if userinfo else "") + (f"{host}:{parsed.port}" if parsed.port else host)

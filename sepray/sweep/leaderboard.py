@@ -120,7 +120,6 @@ def finish_sweep(spec, parent: tracking.Run, uri: str, log=print) -> dict[str, A
     if best is None:
         parent.set_tags({names.BEST_RUN_ID: "none"})
         log("no trial finished its budget, so there is no best model (see the leaderboard above)")
-        _publish_report(spec, parent, uri, log)
         return outcome
     version = tracking.register_model(best["run_id"], spec.name, uri)
     parent.set_tags({names.BEST_RUN_ID: best["run_id"], names.REGISTERED_MODEL: f"{spec.name}/{version}"})
@@ -139,22 +138,7 @@ def finish_sweep(spec, parent: tracking.Run, uri: str, log=print) -> dict[str, A
         log(format_baselines(baselines, best))
     log("separate a song with it:")
     log(f"  {separate_command(best['run_id'], uri)}")
-    _publish_report(spec, parent, uri, log)
     return outcome
-
-
-def _publish_report(spec, parent: tracking.Run, uri: str, log=print) -> None:
-    """The HTML report on the parent run (:mod:`sepray.sweep.report`); a failure there is a note, not an error."""
-    from sepray.sweep.report import publish_report
-
-    try:
-        where = publish_report(spec, parent.run_id, uri)
-    except Exception as exc:  # the sweep's results are logged already; the report is `sepray report` away
-        log(
-            f"note: could not build the sweep report ({type(exc).__name__}: {exc}); retry: sepray report {spec.name}"
-        )
-        return
-    log(f"report: {where}")
 
 
 def trivial_baselines(run_id: str, uri: str) -> dict[str, float]:

@@ -238,3 +238,16 @@ def _select_source(select: str) -> str | None:
 def _data_uri(path: Path) -> str:
     kind = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
     return f"data:{kind};base64,{base64.b64encode(path.read_bytes()).decode()}"
+
+
+def publish_report_or_note(spec, parent: tracking.Run, uri: str, log=print) -> None:
+    """Publish the report at the end of a sweep; a failure here is a note, not an error (the sweep's results are
+    logged already)."""
+    try:
+        where = publish_report(spec, parent.run_id, uri)
+    except Exception as exc:  # the sweep's results are logged already; the report is `sepray report` away
+        log(
+            f"note: could not build the sweep report ({type(exc).__name__}: {exc}); retry: sepray report {spec.name}"
+        )
+        return
+    log(f"report: {where}")

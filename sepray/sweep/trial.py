@@ -1,6 +1,6 @@
 """The ray-free side of a sweep trial: its MLflow child run (claim, replay, finish, close) and its body.
 
-The Ray trainable (:func:`sepray.sweep.tuner.train_trial`) calls :func:`run_trial` with Tune's report function and
+The Ray trainable (:func:`sepray.sweep.raytune.tuner.train_trial`) calls :func:`run_trial` with Tune's report function and
 checkpoint folder; tests call it directly with their own. Each trial:
 
 * resolves its config; the config signature names it (``RunConfig.signature()``);

@@ -279,8 +279,8 @@ def test_search_algorithms_are_built(algorithm):
     from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.optuna import OptunaSearch
 
+    from sepray.sweep.raytune.tuner import build_tuner_parts
     from sepray.sweep.trial import TrialContext
-    from sepray.sweep.tuner import build_tuner_parts
 
     raw = copy.deepcopy(BASE)
     raw["search"]["algorithm"] = algorithm
