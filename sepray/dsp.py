@@ -7,6 +7,7 @@ No file I/O, no global state.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from fractions import Fraction
 
 import torch
@@ -44,6 +45,40 @@ def resample(x: torch.Tensor, orig_sr: int, new_sr: int) -> torch.Tensor:
     if orig_sr == new_sr:
         return x
     return AF.resample(x, orig_sr, new_sr)
+
+
+def resampling_period(orig_sr: int, new_sr: int) -> tuple[int, int, int]:
+    """(inp, out, margin): resampling maps each period of ``inp`` input samples to ``out`` output samples,
+    and an output period depends on the input period under it plus ``margin`` periods on each side."""
+    if orig_sr == new_sr:
+        return 1, 1, 0
+    g = math.gcd(orig_sr, new_sr)
+    inp, out = orig_sr // g, new_sr // g
+    # torchaudio's sinc filter reaches ``width`` input samples beyond the period (lowpass_filter_width=6,
+    # rolloff=0.99, its defaults, which dsp.resample uses); one spare period for safety.
+    width = math.ceil(6 * inp / (min(inp, out) * 0.99))
+    return inp, out, -(-width // inp) + 1
+
+
+def resampled_length(length: int, orig_sr: int, new_sr: int) -> int:
+    """Length of ``dsp.resample`` of ``length`` samples."""
+    inp, out, _ = resampling_period(orig_sr, new_sr)
+    return -(-length * out // inp)
+
+
+def resample_range(
+    read: Callable[[int, int], torch.Tensor], orig_sr: int, new_sr: int, start: int, stop: int
+) -> torch.Tensor:
+    """Samples [start, stop) of ``resample(x, orig_sr, new_sr)`` (not cropped to its length), where
+    ``read(a, b)`` returns ``x[..., a:b]`` with zeros outside ``x``. (..., stop - start).
+
+    Reads whole resampling periods plus the filter's reach, so every output sample is computed with the same
+    filter phase and input samples as when resampling ``x`` whole.
+    """
+    inp, out, margin = resampling_period(orig_sr, new_sr)
+    g0, g1 = start // out - margin, -(-stop // out) + margin
+    y = resample(read(g0 * inp, g1 * inp), orig_sr, new_sr)  # (..., (g1 - g0) * out)
+    return y[..., start - g0 * out : stop - g0 * out]
 
 
 def pitch_shift(x: torch.Tensor, sample_rate: int, semitones: float, n_fft: int = 512) -> torch.Tensor:

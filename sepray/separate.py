@@ -192,44 +192,23 @@ def separate_song(
     The in-memory reference for :func:`separate_stream`, which gives the same result in bounded memory.
     """
     T = mix.shape[-1]
-    est = separate_tensor(
-        model, dsp.resample(mix, sample_rate, model_rate), chunk_seconds, model_rate, device
-    )
-    return {name: _segment(dsp.resample(y, model_rate, sample_rate), 0, 0, T) for name, y in est.items()}
+    low = dsp.resample(mix, sample_rate, model_rate)  # the mixture at the model rate
+    est = separate_tensor(model, low, chunk_seconds, model_rate, device)
+    est = {name: _segment(dsp.resample(y, model_rate, sample_rate), 0, 0, T) for name, y in est.items()}
+    if sample_rate > model_rate:
+        _add_high_band(est, mix - _segment(dsp.resample(low, model_rate, sample_rate), 0, 0, T))
+    return est
 
 
-def _resampling_period(orig_sr: int, new_sr: int) -> tuple[int, int, int]:
-    """(inp, out, margin): resampling maps each period of ``inp`` input samples to ``out`` output samples,
-    and an output period depends on the input period under it plus ``margin`` periods on each side."""
-    if orig_sr == new_sr:
-        return 1, 1, 0
-    g = math.gcd(orig_sr, new_sr)
-    inp, out = orig_sr // g, new_sr // g
-    # torchaudio's sinc filter reaches ``width`` input samples beyond the period (lowpass_filter_width=6,
-    # rolloff=0.99, its defaults, which dsp.resample uses); one spare period for safety.
-    width = math.ceil(6 * inp / (min(inp, out) * 0.99))
-    return inp, out, -(-width // inp) + 1
+HIGH_BAND_SOURCE = "accompaniment"  # gets the mixture's content above the model's band
 
 
-def resampled_length(length: int, orig_sr: int, new_sr: int) -> int:
-    """Length of ``dsp.resample`` of ``length`` samples."""
-    inp, out, _ = _resampling_period(orig_sr, new_sr)
-    return -(-length * out // inp)
+def _add_high_band(est: dict[str, torch.Tensor], high: torch.Tensor) -> None:
+    """Full-band output: a song at a higher rate than the model's keeps the mixture's content the model never
+    saw (above its Nyquist frequency), added to the accompaniment, so the estimates still sum to the mixture.
 
-
-def resample_range(
-    read: Callable[[int, int], torch.Tensor], orig_sr: int, new_sr: int, start: int, stop: int
-) -> torch.Tensor:
-    """Samples [start, stop) of ``dsp.resample(x, orig_sr, new_sr)`` (not cropped to its length), where
-    ``read(a, b)`` returns ``x[..., a:b]`` with zeros outside ``x``. (..., stop - start).
-
-    Reads whole resampling periods plus the filter's reach, so every output sample is computed with the same
-    filter phase and input samples as when resampling ``x`` whole.
-    """
-    inp, out, margin = _resampling_period(orig_sr, new_sr)
-    g0, g1 = start // out - margin, -(-stop // out) + margin
-    y = dsp.resample(read(g0 * inp, g1 * inp), orig_sr, new_sr)  # (..., (g1 - g0) * out)
-    return y[..., start - g0 * out : stop - g0 * out]
+    ``high`` (C, T) is the mixture minus the mixture resampled to the model rate and back."""
+    est[HIGH_BAND_SOURCE] = est[HIGH_BAND_SOURCE] + high
 
 
 class BlockReader(Protocol):
@@ -254,15 +233,18 @@ def separate_stream(
     """Separate a song block by block: yields {source: (channels, n)} for every source in SOURCES, at the
     reader's rate, in order; the blocks together are ``reader.frames`` samples long.
 
+    A song at a higher rate than the model's keeps its full band (:func:`_add_high_band`).
     Equals :func:`separate_song` on the whole song (up to float rounding) while holding only about one chunk
     of ``chunk_seconds`` (at the model rate) plus resampling margins in memory. ``progress(1)`` is called
     after each model call (:func:`count_chunks` at the model rate of them).
     """
     model.eval()
     rate, T = reader.samplerate, reader.frames
-    Tm = resampled_length(T, rate, model_rate)  # the song's length at the model rate
-    inp, out, margin = _resampling_period(model_rate, rate)  # estimates -> output
-    held = torch.zeros(len(SOURCES), reader.channels, 0)  # estimates (S, C, n) at the model rate ...
+    Tm = dsp.resampled_length(T, rate, model_rate)  # the song's length at the model rate
+    inp, out, margin = dsp.resampling_period(model_rate, rate)  # estimates -> output
+    full_band = rate > model_rate  # then the mixture's band above the model's goes to the accompaniment
+    # estimates (S, C, n) at the model rate, and the mixture at the model rate as one more row ...
+    held = torch.zeros(len(SOURCES) + 1, reader.channels, 0)
     held_start = 0  # ... for samples [held_start, held_start + n)
     done = 0  # output samples yielded
 
@@ -273,21 +255,27 @@ def separate_stream(
 
     for w0, w1, a, b, offset in chunk_windows(model, Tm, max(1, round(chunk_seconds * model_rate))):
         lo, hi = max(w0, 0), max(min(w1, Tm), w0)
-        window = _segment(resample_range(reader.read, rate, model_rate, lo, hi), lo, w0, w1)  # (C, w1 - w0)
+        window = _segment(
+            dsp.resample_range(reader.read, rate, model_rate, lo, hi), lo, w0, w1
+        )  # (C, w1 - w0)
         y = _model_call(model, _model_batch(model, window), device)[..., offset : offset + b - a]
         est = _song_estimates(model, y, window[:, a - w0 : b - w0])
-        held = torch.cat([held, torch.stack([est[name] for name in SOURCES])], dim=-1)
+        rows = [est[name] for name in SOURCES] + [window[:, a - w0 : b - w0]]
+        held = torch.cat([held, torch.stack(rows)], dim=-1)
         if progress:
             progress(1)
         # output samples whose estimates (with the filter's reach) are all known
         ready = T if b == Tm else min(T, (b // inp - margin) * out)
         if ready > done:
-            y = resample_range(read_held, model_rate, rate, done, ready)  # (S, C, ready - done)
+            y = dsp.resample_range(read_held, model_rate, rate, done, ready)  # (S + 1, C, ready - done)
             keep = (ready // out - margin) * inp  # the first estimate the next block reads
             if keep > held_start:
                 held, held_start = held[..., keep - held_start :], keep
+            block = {name: y[i] for i, name in enumerate(SOURCES)}
+            if full_band:
+                _add_high_band(block, reader.read(done, ready) - y[-1])
             done = ready
-            yield {name: y[i] for i, name in enumerate(SOURCES)}
+            yield block
 
 
 def separate_file(
@@ -312,7 +300,7 @@ def separate_file(
         target = outdir / path.stem
         if check_output_folder(target, [path]) and log is not None:
             log(f"replacing the previous separation in {target}")
-        length = resampled_length(reader.frames, reader.samplerate, info.sample_rate)
+        length = dsp.resampled_length(reader.frames, reader.samplerate, info.sample_rate)
         chunk = max(1, round(chunk_seconds * info.sample_rate))
         n = count_chunks(model, length, chunk)
         progress = stack.enter_context(separation_progress(model, n, chunk, path.name, show_progress))

@@ -23,7 +23,6 @@ from sepray.models import build_model
 from sepray.output_folders import SEPARATION_MANIFEST
 from sepray.package import PackageInfo
 from sepray.separate import (
-    resample_range,
     separate_file,
     separate_song,
     separate_stream,
@@ -31,8 +30,8 @@ from sepray.separate import (
 from tests.test_package_and_separate import TINY, tiny
 
 
-def unittest_model():
-    cfg = load_config("unittest")
+def unittest_model(*overrides: str):
+    cfg = load_config("unittest", overrides)
     torch.manual_seed(0)
     model = build_model(cfg.model_name, cfg.model)
     return model, PackageInfo(cfg.model_name, cfg.model, cfg.data.sample_rate, 1, tuple(SOURCES))
@@ -60,7 +59,7 @@ def test_resample_range_equals_resampling_whole(rates):
 
     n = whole.shape[-1]
     for a, b in [(0, 7), (123, n - 456), (n - 300, n), (n // 2, n // 2 + 1)]:
-        assert torch.allclose(resample_range(read, *rates, a, b), whole[:, a:b], atol=1e-6)
+        assert torch.allclose(dsp.resample_range(read, *rates, a, b), whole[:, a:b], atol=1e-6)
 
 
 def test_reader_pads_with_zeros_and_writer_round_trips(tmp_path):
@@ -317,3 +316,30 @@ def test_memory_stays_bounded_on_a_long_file(tmp_path):
     assert growth < decoded / 4, f"peak RSS grew by {growth / 1e6:.1f} MB for a {decoded / 1e6:.0f} MB song"
     info = sf.info(str(tmp_path / "out" / "long" / "vocals.wav"))
     assert (info.samplerate, info.channels, info.frames) == (rate, 1, seconds * rate)
+
+
+def test_full_band_output_keeps_the_band_above_the_model_rate(tmp_path):
+    """A 44.1 kHz song through an 8 kHz model: the mixture's content above 4 kHz goes to the accompaniment,
+    none to the vocals, and (a 'difference' output sums to its input) the estimates sum to the mixture."""
+    model, info = unittest_model("model.output=difference")
+    rate, seconds = 44100, 3.0
+    t = torch.arange(round(rate * seconds)) / rate
+    torch.manual_seed(0)
+    low = 0.3 * torch.sin(2 * torch.pi * 440 * t) + 0.05 * dsp.resample(torch.randn(8000 * 3), 8000, rate)
+    high = 0.2 * torch.sin(2 * torch.pi * 12000 * t)
+    mix = (low + high)[None].repeat(2, 1)  # (2, T)
+    path = tmp_path / "song.wav"
+    sf.write(str(path), mix.T.numpy(), rate, subtype="FLOAT")
+    est = separate_song(model, mix, rate, info.sample_rate, chunk_seconds=1.0)
+
+    def high_band_energy(x: torch.Tensor) -> float:  # above 5 kHz, one channel
+        spec = torch.fft.rfft(x[0].double()).abs() ** 2
+        return float(spec[torch.fft.rfftfreq(x.shape[-1], 1 / rate) > 5000].sum())
+
+    top = high_band_energy(mix)
+    assert high_band_energy(est["vocals"]) < 1e-4 * top
+    assert abs(high_band_energy(est["accompaniment"]) / top - 1) < 0.01
+    assert torch.allclose(est["vocals"] + est["accompaniment"], mix, atol=1e-5)
+    folder = separate_file(model, info, path, tmp_path / "out", chunk_seconds=1.0, show_progress=False)
+    got = {name: read_audio(folder / f"{name}.wav")[0] for name in SOURCES}
+    assert (got["vocals"] + got["accompaniment"] - mix).abs().max() < 2e-4  # PCM_16 rounding, twice
