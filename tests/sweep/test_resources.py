@@ -110,3 +110,38 @@ def test_an_autoscaler_that_starts_nodes_is_not_rejected(monkeypatch):
         cluster.check_schedulable(spec, autoscaling=True)
     with pytest.raises(SweepError, match=r"short of CPU, GPU: lower"):  # a local instance never autoscales
         cluster.check_schedulable(spec)
+
+
+def _autoscaler(monkeypatch, statuses):
+    """The autoscaler's status as the probe reads it: ``statuses(asked_count)`` after each request."""
+    import ray.autoscaler.sdk
+
+    asked = []
+    monkeypatch.setattr(ray.autoscaler.sdk, "request_resources", lambda bundles: asked.append(bundles))
+    monkeypatch.setattr(cluster, "_autoscaler_status", lambda: statuses(len(asked)))
+    monkeypatch.setattr(cluster.time, "sleep", lambda s: None)
+    return asked
+
+
+def test_the_probe_reads_the_autoscalers_answer(monkeypatch):
+    import time
+
+    _nodes(monkeypatch, {"CPU": 1.0})
+    need = [{"CPU": 1.0, "GPU": 1.0}]
+    head = {"node_type_mapping": {"head": "ray.head.default"}}
+    now = time.time()
+    # a launcher config: the update after the request launches a node
+    asked = _autoscaler(
+        monkeypatch,
+        lambda n: {
+            "time": now + n,
+            "autoscaler_report": head if n == 0 else {**head, "pending_launches": {"gpu": 1}},
+        },
+    )
+    assert cluster.autoscaler_adds_nodes(need) and asked == [need, []]  # asked, then the request withdrawn
+    # read-only: an update that began after the request launched nothing
+    asked = _autoscaler(monkeypatch, lambda n: {"time": now + 10 * n, "autoscaler_report": head})
+    assert not cluster.autoscaler_adds_nodes(need) and asked == [need, []]
+    # no autoscaler reports at all: not asked
+    asked = _autoscaler(monkeypatch, lambda n: None)
+    assert not cluster.autoscaler_adds_nodes(need) and asked == []

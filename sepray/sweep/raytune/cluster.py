@@ -108,17 +108,18 @@ def check_schedulable(spec: SweepSpec, autoscaling: bool = False, log=print) -> 
 
 
 AUTOSCALER_UPDATES = 2  # autoscaler updates after the request that launched nothing: it cannot (the first
-# may have begun before the request; the second decided on it)
+# may have begun before the request; the second decided on it) ...
+CLOCK_MARGIN_S = 0.5  # ... unless the first began after it (by the head's clock: its status says when)
 AUTOSCALER_PROBE_S = 60.0  # the longest the driver waits for the autoscaler's answer
 
 
 def autoscaler_adds_nodes(needs: list[dict[str, float]]) -> bool:
     """Whether the cluster's autoscaler starts nodes for these requests (it is asked for them, once each).
 
-    The answer is read from the autoscaler's own status (GCS key ``__autoscaling_status``): a launch pending or a
-    node more than before, or an alive node now holding all of them. A cluster started without a launcher
-    config (its autoscaler is read-only) launches nothing: after two autoscaler updates (5 s apart by default)
-    the answer is no.
+    The answer is read from the autoscaler's own status (GCS key ``__autoscaling_status``, written after every
+    update): a launch pending or a node more than before, or an alive node now holding all of them. A cluster
+    started without a launcher config (its autoscaler is read-only) launches nothing: after the first autoscaler
+    update that read the request (Ray's default: every 5 s) the answer is no.
     """
     from ray.autoscaler.sdk import request_resources
 
@@ -127,6 +128,7 @@ def autoscaler_adds_nodes(needs: list[dict[str, float]]) -> bool:
         return False  # no autoscaler reports on this cluster
     count = _node_count(before)
     request_resources(bundles=needs)
+    asked = time.time()
     try:
         deadline = time.monotonic() + AUTOSCALER_PROBE_S
         seen = {before.get("time")}
@@ -139,7 +141,7 @@ def autoscaler_adds_nodes(needs: list[dict[str, float]]) -> bool:
             if report.get("pending_launches") or report.get("pending_nodes") or _node_count(status) > count:
                 return True
             seen.add(status.get("time"))
-            if len(seen) > AUTOSCALER_UPDATES:
+            if len(seen) > AUTOSCALER_UPDATES or (status.get("time") or 0) > asked + CLOCK_MARGIN_S:
                 return False
             time.sleep(0.25)
         return False
