@@ -38,12 +38,19 @@ class Resources:
     cpu: float = 1.0  # per trial; fractions allowed
     gpu: float = 0.0
     memory_gb: float = 0.0  # per trial, reserved in Ray's scheduler (0: no reservation)
+    # model family -> what its trials ask instead (the keys above it sets; the others as above), e.g.
+    # {"wavenet": Resources(cpu=1, gpu=1)}; built by spec.py's _parse_resources
+    per_family: dict[str, Resources] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.cpu < 0 or self.gpu < 0 or (self.cpu == 0 and self.gpu == 0):
             raise ValueError("cpu: cpu and gpu must be >= 0 and not both 0")
         if self.memory_gb < 0:
             raise ValueError(f"memory_gb: must be >= 0, got {self.memory_gb}")
+
+    def of_family(self, family: str | None) -> Resources:
+        """What one trial of model family ``family`` asks for."""
+        return self.per_family.get(family, self) if family else self
 
 
 @dataclass(frozen=True)
@@ -100,7 +107,7 @@ TOP_KEYS = {
     "mode": "max or min, for metric",
     "select": "chooses the best of the top-k after the test evaluation (higher is better)",
     "target": "the source the default metric / select refer to",
-    "resources": "cpu, gpu, memory_gb per trial",
+    "resources": "cpu, gpu, memory_gb per trial; per_family: the same keys for one model family",
     "budget": "epochs, steps_per_epoch, trial_seconds, sweep_seconds, pending_seconds",
     "top_k": "finished trials evaluated on the full test songs",
     "max_failures": "retries of a crashed trial (from its last checkpoint)",

@@ -110,13 +110,19 @@ def grid_points(params: tuple[Param, ...], fixed, families) -> list[dict[str, An
 
 
 def trial_raw_config(
-    fixed: dict[str, Any], families: dict[str, dict[str, Any]], sampled: dict[str, Any]
+    fixed: dict[str, Any],
+    families: dict[str, dict[str, Any]],
+    sampled: dict[str, Any],
+    family_threads: dict[str, int | None] | None = None,
 ) -> dict:
-    """The raw {data, model, train} config of one trial: fixed sections + family keys + sampled values."""
+    """The raw {data, model, train} config of one trial: fixed sections + family keys (and the family's torch
+    threads, when its resources differ) + sampled values."""
     raw = copy.deepcopy(fixed)
     name = sampled.get("model.name", raw["model"].get("name"))
     raw["model"]["name"] = name
     raw["model"].update(copy.deepcopy(families.get(name, {})))
+    if family_threads and name in family_threads:
+        raw["train"]["threads"] = family_threads[name]
     for key, value in sampled.items():
         section, _, rest = key.partition(".")
         node = raw[section]

@@ -54,6 +54,8 @@ class SweepSpec:
     storage: str
     excerpt_seconds: float
     description: str = ""
+    # torch threads of a family whose resources.per_family cpu differs (train.threads unset): int(cpu), or None
+    family_threads: dict[str, int | None] = field(default_factory=dict)
     smoke_test: bool = False
     raw: dict[str, Any] = field(default_factory=dict)  # the spec after --set / --smoke-test, for logging
 
@@ -91,7 +93,15 @@ class SweepSpec:
         }
 
     def raw_config(self, sampled: dict[str, Any]) -> dict[str, Any]:
-        return trial_raw_config(self.fixed, self.families, sampled)
+        return trial_raw_config(self.fixed, self.families, sampled, self.family_threads)
+
+    def trial_families(self) -> tuple[str, ...]:
+        """The model families this sweep's trials can have (searched ``model.name`` values, or the fixed one)."""
+        family = self.param("model.name")
+        if family is not None:
+            return tuple(str(v) for v in family.values)
+        name = self.fixed["model"].get("name")
+        return (str(name),) if name else ()
 
     def resolve_trial(self, sampled: dict[str, Any]) -> RunConfig:
         return resolve(self.raw_config(sampled), f"{self.label}: trial {sampled}")
@@ -200,7 +210,7 @@ def _parse(raw: dict[str, Any], label: str) -> SweepSpec:
     if isinstance(scheduler_raw, str):
         scheduler_raw = {"type": scheduler_raw}
     scheduler = _build(Scheduler, scheduler_raw or {"type": "none"}, f"{label}: scheduler")
-    resources = _build(Resources, raw.get("resources") or {}, f"{label}: resources")
+    resources = _parse_resources(raw.get("resources") or {}, label)
     budget = _build(Budget, raw.get("budget") or {}, f"{label}: budget")
 
     target = _typed(raw, "target", str, "vocals", label)
@@ -250,8 +260,14 @@ def _parse(raw: dict[str, Any], label: str) -> SweepSpec:
     if budget.trial_seconds is not None:
         train["max_seconds"] = budget.trial_seconds
     train.setdefault("epochs", TrainConfig.epochs)
-    if resources.cpu >= 1 and train.get("threads") is None:
-        train["threads"] = int(resources.cpu)  # one torch thread per reserved core
+    family_threads: dict[str, int | None] = {}
+    if train.get("threads") is None:
+        threads = int(resources.cpu) if resources.cpu >= 1 else None  # one torch thread per reserved core
+        if threads is not None:
+            train["threads"] = threads
+        for fam, res in resources.per_family.items():
+            if (int(res.cpu) if res.cpu >= 1 else None) != threads:
+                family_threads[fam] = int(res.cpu) if res.cpu >= 1 else None
 
     families_raw = raw.get("families") or {}
     if not isinstance(families_raw, dict):
@@ -306,6 +322,7 @@ def _parse(raw: dict[str, Any], label: str) -> SweepSpec:
         storage=storage,
         excerpt_seconds=excerpt,
         description=description,
+        family_threads=family_threads,
     )
     _check_configurations(spec)
     return spec
@@ -321,6 +338,34 @@ def _build(cls, values, where: str):
         if msg.startswith(where + ": ") and head in {f.name for f in dataclasses.fields(cls)}:
             msg = f"{where}.{head}: {rest}"
         raise SpecError(msg) from None
+
+
+def _parse_resources(raw: Any, label: str) -> Resources:
+    """The ``resources`` section: per-trial cpu / gpu / memory_gb, and ``per_family``: the same keys for the
+    trials of one model family (a key it does not set keeps the value above)."""
+    where = f"{label}: resources"
+    if not isinstance(raw, dict):
+        raise SpecError(f"{where}: expected a mapping")
+    raw = dict(raw)
+    per_family_raw = raw.pop("per_family", None) or {}
+    base = _build(Resources, raw, where)
+    if not isinstance(per_family_raw, dict):
+        raise SpecError(f"{where}.per_family: expected a mapping of model name -> resources")
+    from sepray.models import REGISTRY
+
+    keys = [f.name for f in dataclasses.fields(Resources) if f.name != "per_family"]
+    per_family = {}
+    for fam, values in per_family_raw.items():
+        fam_where = f"{where}.per_family.{fam}"
+        if fam not in REGISTRY:
+            raise SpecError(f"{fam_where}: unknown model; expected one of {sorted(REGISTRY)}")
+        if not isinstance(values, dict):
+            raise SpecError(f"{fam_where}: expected a mapping of {keys}")
+        unknown = [k for k in values if k not in keys]
+        if unknown:
+            raise SpecError(f"{fam_where}.{unknown[0]}: unknown key; expected one of {keys}")
+        per_family[fam] = _build(Resources, {**{k: getattr(base, k) for k in keys}, **values}, fam_where)
+    return dataclasses.replace(base, per_family=per_family)
 
 
 def _typed(raw: dict[str, Any], key: str, kind: type, default: Any, label: str) -> Any:

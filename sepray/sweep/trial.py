@@ -20,7 +20,7 @@ import json
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +54,7 @@ class TrialContext:
     epochs: int
     excerpt_seconds: float
     label: str  # the spec file, for messages
+    family_threads: dict[str, int | None] = field(default_factory=dict)  # SweepSpec.family_threads
 
     @classmethod
     def of(cls, spec: SweepSpec, uri: str, parent_run_id: str) -> TrialContext:
@@ -68,12 +69,14 @@ class TrialContext:
             epochs=spec.epochs,
             excerpt_seconds=spec.excerpt_seconds,
             label=spec.label,
+            family_threads=spec.family_threads,
         )
 
     def trial_config(self, config: dict[str, Any]) -> RunConfig:
         """The resolved run config of a trial from Tune's config (sampled values or a grid point)."""
         sampled = sampled_params(config)
-        return resolve(trial_raw_config(self.fixed, self.families, sampled), f"{self.label}: {sampled}")
+        raw = trial_raw_config(self.fixed, self.families, sampled, self.family_threads)
+        return resolve(raw, f"{self.label}: {sampled}")
 
 
 def sampled_params(config: dict[str, Any]) -> dict[str, Any]:

@@ -158,6 +158,38 @@ def spec_with(base: dict, path: str, value) -> dict:
         ("scheduler.grace", 1, "sweeps/x.yaml: scheduler.grace: unknown key"),
         ("scheduler.type", "hyperband", "sweeps/x.yaml: scheduler.type: must be asha or none"),
         ("resources.cpu", "two", "sweeps/x.yaml: resources.cpu: expected a number"),
+        ("resources.per_family.wavenet", {"gpu": 1}, None),
+        (
+            "resources.per_family.wavnet",
+            {"gpu": 1},
+            "sweeps/x.yaml: resources.per_family.wavnet: unknown model",
+        ),
+        (
+            "resources.per_family.wavenet",
+            {"gpus": 1},
+            "sweeps/x.yaml: resources.per_family.wavenet.gpus: unknown key; expected one of ['cpu', 'gpu', 'memory_gb']",
+        ),
+        (
+            "resources.per_family.wavenet",
+            {"per_family": {}},
+            "sweeps/x.yaml: resources.per_family.wavenet.per_family: unknown key",
+        ),
+        (
+            "resources.per_family.wavenet",
+            {"gpu": "one"},
+            "resources.per_family.wavenet.gpu: expected a number",
+        ),
+        (
+            "resources.per_family.wavenet",
+            {"gpu": -1},
+            "resources.per_family.wavenet.cpu: cpu and gpu must be >= 0",
+        ),
+        (
+            "resources.per_family.wavenet",
+            1,
+            "sweeps/x.yaml: resources.per_family.wavenet: expected a mapping",
+        ),
+        ("resources.per_family", [1], "sweeps/x.yaml: resources.per_family: expected a mapping"),
         ("budget.epochs", 0, "sweeps/x.yaml: budget.epochs: must be >= 1"),
         ("budget.epoch", 3, "sweeps/x.yaml: budget.epoch: unknown key"),
         ("metric", "valid_sdr_drums", "sweeps/x.yaml: metric: 'valid_sdr_drums' is not reported"),

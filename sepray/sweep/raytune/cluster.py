@@ -4,38 +4,162 @@ node can ever hold one.
 
 from __future__ import annotations
 
+import json
 import os
+import time
+from typing import Any
 
 import ray
+from ray.tune import PlacementGroupFactory
+from ray.tune.execution.placement_groups import resource_dict_to_pg_factory
 
 from sepray.errors import SweepError
 from sepray.sweep.spec import SweepSpec
+from sepray.sweep.trial import sampled_params
 
 LOCAL_NODE_ADDRESS = "127.0.0.1"  # the node address of a local Ray instance
 
 
-def trial_request(spec: SweepSpec) -> dict[str, float]:
-    """The resources one trial asks Ray for."""
-    request = {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}
-    if spec.resources.memory_gb:
-        request["memory"] = spec.resources.memory_gb * 2**30
+def trial_request(spec: SweepSpec, family: str | None = None) -> dict[str, float]:
+    """The resources one trial (of model family ``family``) asks Ray for."""
+    res = spec.resources.of_family(family)
+    request = {"cpu": res.cpu, "gpu": res.gpu}
+    if res.memory_gb:
+        request["memory"] = res.memory_gb * 2**30
     return request
 
 
-def check_schedulable(spec: SweepSpec) -> None:
-    """SweepError naming what is missing unless some alive node of the cluster can ever hold one trial."""
-    need = {"CPU": spec.resources.cpu, "GPU": spec.resources.gpu, "memory": spec.resources.memory_gb * 2**30}
-    need = {k: v for k, v in need.items() if v > 0}
-    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
-    if any(all(node.get(k, 0.0) >= v for k, v in need.items()) for node in nodes):
+class TrialResources:
+    """``tune.with_resources``'s callable: a trial's request by the model family of its config (picklable)."""
+
+    def __init__(self, spec: SweepSpec):
+        self.default_family = spec.fixed["model"].get("name")
+        self.requests = {fam: trial_request(spec, fam) for fam in spec.trial_families()}
+        self.default = trial_request(spec)
+
+    def family(self, config: dict[str, Any]) -> str | None:
+        return sampled_params(config).get("model.name", self.default_family)
+
+    def request(self, config: dict[str, Any]) -> dict[str, float]:
+        return self.requests.get(self.family(config), self.default)
+
+    def __call__(self, config: dict[str, Any]) -> PlacementGroupFactory:
+        return resource_dict_to_pg_factory(self.request(config))
+
+
+def describe_requests(spec: SweepSpec) -> str:
+    """What a trial asks for, per family where they differ: ``1 CPU, 0.5 GPU (wavenet: 1 CPU, 1 GPU)``."""
+    base = trial_request(spec)
+    other = [(f, trial_request(spec, f)) for f in spec.trial_families() if trial_request(spec, f) != base]
+    text = describe_resources(base)
+    if other:
+        text += " (" + "; ".join(f"{f}: {describe_resources(r)}" for f, r in other) + ")"
+    return text
+
+
+def _need(request: dict[str, float]) -> dict[str, float]:
+    """A request in the names of Ray's node resources, zeros left out."""
+    need = {"CPU": request["cpu"], "GPU": request["gpu"], "memory": request.get("memory", 0.0)}
+    return {k: v for k, v in need.items() if v > 0}
+
+
+def _alive_nodes() -> list[dict[str, float]]:
+    return [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+
+
+def _fits(need: dict[str, float], nodes: list[dict[str, float]]) -> bool:
+    return any(all(node.get(k, 0.0) >= v for k, v in need.items()) for node in nodes)
+
+
+def check_schedulable(spec: SweepSpec, autoscaling: bool = False, log=print) -> None:
+    """SweepError naming what is missing unless some node of the cluster can ever hold one trial of each of the
+    sweep's model families (its own request, ``resources.per_family``).
+
+    ``autoscaling`` (a cluster joined by address): a request no alive node holds is handed to the cluster's
+    autoscaler (``ray.autoscaler.sdk.request_resources``); when it starts a node for it, the sweep goes on.
+    """
+    families = spec.trial_families() or (None,)
+    needs: dict[str, tuple[str | None, dict[str, float]]] = {}
+    for fam in families:
+        need = _need(trial_request(spec, fam))
+        needs.setdefault(json.dumps(need, sort_keys=True), (fam, need))
+    nodes = _alive_nodes()
+    unfit = [(fam, need) for fam, need in needs.values() if not _fits(need, nodes)]
+    if not unfit:
         return
+    if autoscaling and autoscaler_adds_nodes([need for _, need in unfit]):
+        log(
+            "note: no node of the Ray cluster holds a trial yet ("
+            + "; ".join(describe_resources(need) for _, need in unfit)
+            + "); its autoscaler is starting nodes for them"
+        )
+        return
+    fam, need = max(unfit, key=lambda item: tuple(item[1].get(k, 0.0) for k in ("GPU", "CPU", "memory")))
     best = {k: max((node.get(k, 0.0) for node in nodes), default=0.0) for k in need}
-    missing = [k for k, v in need.items() if best[k] < v]
+    missing = [k for k in need if best[k] < need[k]]
+    who = f"a {fam} trial" if fam and len(families) > 1 else "a trial"
+    key = f"resources.per_family.{fam}" if fam in spec.resources.per_family else "resources"
     raise SweepError(
-        f"{spec.label}: resources: a trial needs {describe_resources(need)}, but no node of the Ray cluster has that "
-        f"(the largest offer {describe_resources(best)}); short of {', '.join(missing) or 'one node with all of it'}: "
+        f"{spec.label}: {key}: {who} needs {describe_resources(need)}, but no node of the Ray cluster has that "
+        f"(the largest offer {describe_resources(best)}); short of {', '.join(missing) or 'one node with all of it'}"
+        f"{'' if not autoscaling else ' and its autoscaler started no node for it'}: "
         "lower resources.* (--set resources.cpu=1) or add nodes"
     )
+
+
+AUTOSCALER_UPDATES = 2  # autoscaler updates after the request that launched nothing: it cannot (the first
+# may have begun before the request; the second decided on it) ...
+CLOCK_MARGIN_S = 0.5  # ... unless the first began after it (by the head's clock: its status says when)
+AUTOSCALER_PROBE_S = 60.0  # the longest the driver waits for the autoscaler's answer
+
+
+def autoscaler_adds_nodes(needs: list[dict[str, float]]) -> bool:
+    """Whether the cluster's autoscaler starts nodes for these requests (it is asked for them, once each).
+
+    The answer is read from the autoscaler's own status (GCS key ``__autoscaling_status``, written after every
+    update): a launch pending or a node more than before, or an alive node now holding all of them. A cluster
+    started without a launcher config (its autoscaler is read-only) launches nothing: after the first autoscaler
+    update that read the request (Ray's default: every 5 s) the answer is no.
+    """
+    from ray.autoscaler.sdk import request_resources
+
+    before = _autoscaler_status()
+    if before is None:
+        return False  # no autoscaler reports on this cluster
+    count = _node_count(before)
+    request_resources(bundles=needs)
+    asked = time.time()
+    try:
+        deadline = time.monotonic() + AUTOSCALER_PROBE_S
+        seen = {before.get("time")}
+        while time.monotonic() < deadline:
+            nodes = _alive_nodes()
+            if all(_fits(need, nodes) for need in needs):
+                return True
+            status = _autoscaler_status() or {}
+            report = status.get("autoscaler_report") or {}
+            if report.get("pending_launches") or report.get("pending_nodes") or _node_count(status) > count:
+                return True
+            seen.add(status.get("time"))
+            if len(seen) > AUTOSCALER_UPDATES or (status.get("time") or 0) > asked + CLOCK_MARGIN_S:
+                return False
+            time.sleep(0.25)
+        return False
+    finally:
+        request_resources(bundles=[])  # the trials' own requests keep the nodes from here on
+
+
+def _autoscaler_status() -> dict[str, Any] | None:
+    from ray.experimental.internal_kv import _internal_kv_get
+
+    raw = _internal_kv_get(ray._private.ray_constants.DEBUG_AUTOSCALING_STATUS)
+    return json.loads(raw) if raw else None
+
+
+def _node_count(status: dict[str, Any]) -> int:
+    """The nodes the autoscaler's provider has, started or starting."""
+    report = status.get("autoscaler_report") or {}
+    return len(report.get("node_type_mapping") or {}) + len(report.get("pending_nodes") or [])
 
 
 def describe_resources(resources: dict[str, float]) -> str:

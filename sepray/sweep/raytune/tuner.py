@@ -22,7 +22,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from sepray import names
 from sepray.sweep.raytune.callbacks import ChildRunCloser, InterruptWatch, PendingWatch, StateSnapshot
-from sepray.sweep.raytune.cluster import describe_resources, trial_request
+from sepray.sweep.raytune.cluster import TrialResources, describe_requests
 from sepray.sweep.space import GRID_KEY, grid_points
 from sepray.sweep.spec import SweepSpec
 from sepray.sweep.trial import TrialContext, run_trial
@@ -70,7 +70,8 @@ def build_tuner_parts(spec: SweepSpec, sweep: TrialContext) -> dict[str, Any]:
     """The trainable, param space, TuneConfig and RunConfig of a sweep (also used by tests)."""
     import optuna
 
-    trainable = tune.with_resources(tune.with_parameters(train_trial, sweep=sweep), trial_request(spec))
+    # each trial asks for its model family's resources (resources.per_family), else the spec's
+    trainable = tune.with_resources(tune.with_parameters(train_trial, sweep=sweep), TrialResources(spec))
     search_alg = None
     param_space: dict[str, Any] = {}
     max_concurrent_trials = None
@@ -103,7 +104,7 @@ def build_tuner_parts(spec: SweepSpec, sweep: TrialContext) -> dict[str, Any]:
     callbacks: list[Callback] = [
         ChildRunCloser(spec.name, sweep.parent_run_id, sweep.uri),
         InterruptWatch(),
-        PendingWatch(spec.budget.pending_seconds, describe_resources(trial_request(spec))),
+        PendingWatch(spec.budget.pending_seconds, describe_requests(spec)),
     ]
     exp_dir = spec.experiment_dir()
     if exp_dir is not None:
