@@ -88,7 +88,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     lr_decay: float = 1.0  # multiply lr by this after every epoch
     grad_clip: float = 1.0  # max gradient norm; 0 disables
-    loss: str = "auto"  # auto (cross-entropy for mu-law heads, MSE otherwise) | mse | l1
+    loss: str = "auto"  # auto (cross-entropy for mu-law heads, MSE otherwise) | mse | l1 | sdr
     device: str = "auto"  # auto (CUDA when present) | cpu | cuda | cuda:N
     amp: bool = True  # mixed precision, used on CUDA only
     multi_gpu: bool = True  # device auto/cuda with several visible GPUs: split each batch across all of them
@@ -104,8 +104,8 @@ class TrainConfig:
             raise ValueError("epochs, steps_per_epoch and batch_size must be >= 1")
         if self.lr <= 0 or self.segment_seconds <= 0:
             raise ValueError("lr and segment_seconds must be > 0")
-        if self.loss not in ("auto", "mse", "l1"):
-            raise ValueError(f"loss must be auto, mse or l1, got {self.loss!r}")
+        if self.loss not in ("auto", "mse", "l1", "sdr"):
+            raise ValueError(f"loss must be auto, mse, l1 or sdr, got {self.loss!r}")
 
 
 @dataclass(frozen=True)

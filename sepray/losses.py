@@ -1,7 +1,12 @@
 """Training losses per model head.
 
 * ``mulaw`` heads: cross-entropy between logits (B, 256, S, C, T) and the mu-law classes of the target.
-* waveform heads: MSE (default) or L1 between estimates (B, S, C, T) and targets (B, S, C, T).
+* waveform heads: MSE (default), L1, or ``sdr`` between estimates (B, S, C, T) and targets (B, S, C, T).
+  ``sdr`` is the negative soft-thresholded SDR per (crop, source, channel), averaged:
+  ``10 log10(|s - s^|^2 + tau |s|^2 + eps) - 10 log10(|s|^2 + eps)`` with ``tau = 1e-3`` (SDR capped at
+  30 dB, so crops already separated well stop dominating) and ``eps = 1e-6`` per sample (a silent reference,
+  such as vocals between phrases, makes the loss the log energy of what leaked in). Every crop counts the
+  same whatever its loudness, as every frame does in the framewise median SDR a separator is scored by.
 """
 
 from __future__ import annotations
@@ -11,7 +16,9 @@ import torch.nn.functional as F
 
 from sepray.dsp import mu_law_encode
 
-LOSSES = ("auto", "mse", "l1")
+LOSSES = ("auto", "mse", "l1", "sdr")
+SDR_TAU = 1e-3
+SDR_EPS = 1e-6  # per sample
 
 
 def check_loss(head: str, kind: str) -> None:
@@ -34,4 +41,14 @@ def separation_loss(
         raise ValueError(f"estimate {tuple(output.shape)} does not match target {tuple(target.shape)}")
     if kind == "l1":
         return F.l1_loss(output.float(), target)
+    if kind == "sdr":
+        return sdr_loss(output.float(), target)
     return F.mse_loss(output.float(), target)
+
+
+def sdr_loss(estimate: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Negative soft-thresholded SDR in dB, (..., T) estimates and targets -> scalar mean over the leading axes."""
+    eps = SDR_EPS * target.shape[-1]
+    energy = target.pow(2).sum(-1)
+    error = (target - estimate).pow(2).sum(-1)
+    return (10 * torch.log10(error + SDR_TAU * energy + eps) - 10 * torch.log10(energy + eps)).mean()

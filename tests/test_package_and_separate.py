@@ -57,6 +57,7 @@ TINY = {
         "stft_mask",
         {"n_fft": 64, "hop": 16, "freq_filters": 4, "time_filters": 4, "time_kernel": 3, "bottleneck": 8},
     ),
+    "spec_unet": ("spec_unet", {"n_fft": 64, "hop": 16, "levels": 2, "channels": 3, "max_channels": 6}),
 }
 
 

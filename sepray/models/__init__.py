@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from sepray.models.base import Separator
+from sepray.models.spec_unet import SpecUNet, SpecUNetConfig
 from sepray.models.stft_mask import STFTMask, STFTMaskConfig
 from sepray.models.structure_a import StructureA, StructureAConfig
 from sepray.models.umt import UMT, UMTConfig
@@ -16,6 +17,7 @@ REGISTRY: dict[str, tuple[type, type[Separator]]] = {
     "wavenet": (WaveNetConfig, WaveNet),
     "waveunet": (WaveUNetConfig, WaveUNet),
     "stft_mask": (STFTMaskConfig, STFTMask),
+    "spec_unet": (SpecUNetConfig, SpecUNet),
     "structure_a": (StructureAConfig, StructureA),
     "umt": (UMTConfig, UMT),
 }

@@ -31,6 +31,7 @@ TINY_WAVENET = dict(
 )
 TINY_WAVEUNET = dict(levels=3, channels=4, down_kernel=5, up_kernel=3)
 TINY_STFT = dict(n_fft=32, hop=8, freq_filters=6, time_filters=5, time_kernel=3, bottleneck=7)
+TINY_SPEC_UNET = dict(n_fft=32, hop=8, levels=2, channels=3, max_channels=5)
 TINY_STRUCTURE_A = dict(
     encoder_blocks=1,
     encoder_layers_per_block=3,
@@ -82,6 +83,12 @@ CASES = {
     ),
     "stft_mask": ("stft_mask", dict(TINY_STFT)),
     "stft_mask-stereo-odd-reach": ("stft_mask", dict(TINY_STFT, n_fft=30, hop=7, audio_channels=2)),
+    "spec_unet": ("spec_unet", dict(TINY_SPEC_UNET)),
+    "spec_unet-stereo-wiener-odd-bins": (
+        "spec_unet",
+        dict(TINY_SPEC_UNET, n_fft=30, hop=7, levels=3, audio_channels=2, wiener_iterations=2),
+    ),
+    "spec_unet-one-source": ("spec_unet", dict(TINY_SPEC_UNET, sources=("vocals",))),
     "structure_a": ("structure_a", dict(TINY_STRUCTURE_A)),
     "structure_a-raw-regression-gated-stereo-no-latent": (
         "structure_a",
@@ -113,7 +120,7 @@ CASES = {
     ),
 }
 VALID_CASES = [k for k, (name, cfg) in CASES.items() if name == "wavenet" or cfg.get("context", True) is True]
-VALID_CASES = [k for k in VALID_CASES if CASES[k][0] != "stft_mask"]
+VALID_CASES = [k for k in VALID_CASES if CASES[k][0] not in ("stft_mask", "spec_unet")]
 SAME_CASES = [k for k in CASES if k not in VALID_CASES]
 
 
@@ -208,7 +215,7 @@ def test_wrong_input_shape_is_a_value_error(case):
         model(torch.zeros(1, model.audio_channels, 1))  # too short for every model
 
 
-@pytest.mark.parametrize("case", ["waveunet", "waveunet-same", "stft_mask"])
+@pytest.mark.parametrize("case", ["waveunet", "waveunet-same", "stft_mask", "spec_unet"])
 def test_invalid_lengths_are_value_errors(case):
     model = make(case)
     n_in = model.input_length(50)
@@ -281,7 +288,7 @@ def test_valid_waveunet_decimates_odd_lengths_only():
 
 @pytest.mark.parametrize("case", SAME_CASES)
 def test_impulse_stays_within_the_halo(case):
-    model = make(case).double()
+    model = make(case).double().eval()  # batch norm: running statistics, frames independent
     n_in = model.input_length(4 * model.halo + 3 * model.step)
     x = random_mix(model, n_in, batch=1).double()
     with torch.no_grad():
@@ -547,3 +554,21 @@ def test_decimate_and_upsample_line_up():
     learned = Upsample2x(1, learned=True)
     torch.testing.assert_close(learned(x), Upsample2x(1)(x))  # starts as linear interpolation
     assert decimate(learned(x, same=True)).equal(x)
+
+
+@pytest.mark.parametrize("case", ["spec_unet", "spec_unet-stereo-wiener-odd-bins"])
+def test_spec_unet_estimates_sum_to_the_mixture(case):
+    """Softmax masks (and Wiener steps) share the mixture out: the estimates add up to it."""
+    model = make(case)
+    model.eval()
+    mix = random_mix(model, model.input_length(300))
+    with torch.no_grad():
+        est = model(mix)
+    assert torch.allclose(est.sum(dim=1), mix, atol=1e-5)
+
+
+def test_spec_unet_one_source_mask_is_a_sigmoid_between_zero_and_the_mixture():
+    model = make("spec_unet-one-source")
+    spec_mag = torch.rand(2, 1, 17, 9) * 3
+    masks = model.masks(spec_mag)
+    assert masks.shape == (2, 1, 1, 17, 9) and (masks > 0).all() and (masks < 1).all()
