@@ -14,6 +14,7 @@ import sepray
 from sepray.errors import UsageError, UserError
 
 EXIT_USER_ERROR = 2
+DEFAULT_PRESET = "spec-unet-small"  # what `sepray train` trains when given no CONFIG
 
 
 def _one_line(exc: BaseException) -> str:
@@ -75,7 +76,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     from sepray.train import train_run
 
     if args.config is None and args.resume is None:
-        raise UsageError("sepray train: give a CONFIG (YAML path or preset name) or --resume RUN_ID")
+        args.config = DEFAULT_PRESET
+        print(f"no CONFIG given: training the default preset {DEFAULT_PRESET}", file=sys.stderr)
     if args.resume is not None:
         _check_run_id(args.resume)
     cfg = load_config(args.config, args.set) if args.config is not None else None
@@ -216,7 +218,11 @@ def build_parser() -> argparse.ArgumentParser:
     synth.set_defaults(func=cmd_data_synth)
 
     train = sub.add_parser("train", help="train one separator, logged to MLflow; prints the run id last")
-    train.add_argument("config", nargs="?", help="YAML config path or preset name (see `sepray presets`)")
+    train.add_argument(
+        "config",
+        nargs="?",
+        help=f"YAML config path or preset name (see `sepray presets`; default: {DEFAULT_PRESET})",
+    )
     train.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. train.lr=1e-3"
     )

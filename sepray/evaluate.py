@@ -28,8 +28,9 @@ METRIC_NOTE = (
 def evaluate_songs(
     model, songs, sample_rate: int, device="cpu", chunk_seconds: float = 10.0
 ) -> dict[str, Any]:
-    """Separate and score ``songs`` -> {"songs": {name: {source: sdr}}, "median": {source: sdr}, baselines,
-    "x_realtime": seconds of audio separated per second of separation (scoring not included)}."""
+    """Separate and score ``songs`` -> {"songs": {name: {source: sdr}}, "median": {source: sdr}, "baselines":
+    {baseline: {source: median sdr}}, "song_baselines": {baseline: {name: {source: sdr}}}, "x_realtime":
+    seconds of audio separated per second of separation (scoring not included)}."""
     per_song: dict[str, dict[str, float]] = {}
     base: dict[str, dict[str, dict[str, float]]] = {name: {} for name in names.BASELINES}
     audio_seconds = separate_seconds = 0.0
@@ -51,6 +52,7 @@ def evaluate_songs(
         "songs": per_song,
         "median": _over_songs(per_song),
         "baselines": {name: _over_songs(v) for name, v in base.items()},
+        "song_baselines": base,
         "x_realtime": audio_seconds / separate_seconds if separate_seconds > 0 else float("nan"),
     }
 

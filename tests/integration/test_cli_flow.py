@@ -289,3 +289,23 @@ def test_separate_refuses_nan_and_inf_samples(trained, tmp_path):
         f"sepray: error: {song}: NaN or infinite sample at 1.500 s (frame 12000); the audio must be finite"
     )
     assert not out.exists()
+
+
+def test_train_without_a_config_trains_the_default_preset(trained):
+    """`sepray train` alone trains spec-unet-small (here shrunk through --set, on the test corpus)."""
+    from sepray.cli import DEFAULT_PRESET
+
+    work, _, corpus = trained
+    tiny = ["model.levels=2", "model.channels=2", "model.max_channels=4", "train.epochs=1"]
+    tiny += [
+        "train.steps_per_epoch=2",
+        "train.batch_size=2",
+        "train.valid_crops=2",
+        "train.valid_seconds=0.5",
+    ]
+    args = [item for key in [f"data.path={corpus}", *tiny] for item in ("--set", key)]
+    proc = sepray("train", *args, cwd=work)
+    assert f"training the default preset {DEFAULT_PRESET}" in proc.stderr
+    run_id = proc.stdout.strip().splitlines()[-1]
+    config = tracking.load_run_config(run_id)
+    assert config["model"]["name"] == "spec_unet" and config["model"]["n_fft"] == 512
