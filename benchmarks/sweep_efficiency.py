@@ -173,7 +173,10 @@ def sweep_rows(work: Path, spec_path: Path, uri: str) -> tuple[list[dict[str, An
 
     spec = load_spec(spec_path)
     exp_dir = work / "ray_results" / spec.name
-    parent = json.loads((exp_dir / "sepray_sweep.json").read_text())["parent_run_id"]
+    state = exp_dir / "sepray_sweep.json"
+    if not state.is_file():  # the sweep failed before its parent run (its log says why)
+        return [], 0
+    parent = json.loads(state.read_text())["parent_run_id"]
     ended = {
         r.info.run_id: r.info.end_time or r.info.start_time
         for r in tracking.child_runs(spec.name, parent, uri)
@@ -227,12 +230,12 @@ def format_table(summary: list[dict[str, Any]]) -> str:
             [
                 s["strategy"],
                 "" if s["seed"] is None else str(s["seed"]),
-                f"{s['trials']} ({s['configs']})",
-                str(s["steps"]),
+                f"{s['trials']:g} ({s['configs']:g})",
+                f"{s['steps']:g}",
                 _pct(s["share"]),
                 _db(s["best_test"]),
                 f"{s['gap']:+.2f}" if math.isfinite(s["gap"]) else "-",
-                _pct(s["within_share"]) if math.isfinite(s["within_share"]) else "never",
+                _within(s),
                 f"{s['wall']:.0f}",
             ]
         )
@@ -251,13 +254,12 @@ def medians(summary: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if len(group) < 2:
             continue
         row = {"strategy": f"{strategy} (median)", "seed": None}
-        for key in ("trials", "configs", "steps"):
-            row[key] = int(statistics.median(s[key] for s in group))
-        for key in ("share", "best_test", "gap", "wall"):
+        for key in ("trials", "configs", "steps", "share", "best_test", "gap", "wall"):
             row[key] = statistics.median(s[key] for s in group)
         within = [s["within_share"] if math.isfinite(s["within_share"]) else math.inf for s in group]
         row["within_share"] = statistics.median(within)
         row["within_share"] = row["within_share"] if math.isfinite(row["within_share"]) else math.nan
+        row["never"] = f"{sum(math.isinf(w) for w in within)} of {len(group)}"  # seeds that never got there
         out.append(row)
     return out
 
@@ -273,16 +275,16 @@ def plot(runs: list[dict[str, Any]], grid: dict[str, Any], path: Path) -> None:
     grid_best = grid["curve"][-1]["pick_test"]
     colors = {"grid": "black", "random+ASHA": "tab:blue", "TPE+ASHA": "tab:orange"}
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
-    labelled = set()
     for run in runs:
         pts = [p for p in run["curve"] if math.isfinite(p["pick_test"])]
         if not pts:
             continue
         xs = [100 * p["steps"] / grid_steps for p in pts]
         ys = [p["pick_test"] for p in pts]
-        label = None if run["strategy"] in labelled else run["strategy"]
-        labelled.add(run["strategy"])
-        ax.step(xs, ys, where="post", color=colors.get(run["strategy"]), label=label, alpha=0.8)
+        seed = run["seed"]
+        label = run["strategy"] if seed is None else f"{run['strategy']} seed {seed}"
+        style = "-" if seed is None else ("--", ":", "-.")[seed % 3]
+        ax.step(xs, ys, where="post", color=colors.get(run["strategy"]), ls=style, label=label, alpha=0.8)
         ax.plot(xs[-1], ys[-1], "o", color=colors.get(run["strategy"]), ms=4)
     ax.axhspan(grid_best - TARGET_GAP_DB, grid_best, color="tab:green", alpha=0.12, label="target")
     ax.axvline(100 * TARGET_SHARE, color="tab:green", ls="--", lw=1)
@@ -295,6 +297,14 @@ def plot(runs: list[dict[str, Any]], grid: dict[str, Any], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90)
     plt.close(fig)
+
+
+def _within(s: dict[str, Any]) -> str:
+    """The first trial-steps within the target gap; for a median, how many seeds never got there."""
+    never = s.get("never", "0 of 1")
+    if not math.isfinite(s["within_share"]):
+        return f"never ({never})" if "never" in s else "never"
+    return _pct(s["within_share"]) + (f" ({never} never)" if not never.startswith("0 ") else "")
 
 
 def _pct(value: float) -> str:
@@ -310,7 +320,11 @@ def _db(value: float) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="a tiny space and budget (a few minutes)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="4 configurations, 4 x 4 steps: checks the pipeline (~5 min), its figures mean little",
+    )
     parser.add_argument("--seeds", type=int, help="seeds of random / TPE (default 2, quick 1)")
     parser.add_argument(
         "--trials", type=int, help="Ray trials of random / TPE (default 12 of 18, quick 3 of 4)"
@@ -321,13 +335,25 @@ def main() -> None:
     parser.add_argument(
         "--out", help="PNG of the curves (default WORKDIR/sweep_efficiency.png); JSON beside it"
     )
+    parser.add_argument("--from-json", help="print and draw the curves of an earlier run's JSON; run nothing")
     args = parser.parse_args()
+    if args.from_json:
+        raw = json.loads(Path(args.from_json).read_text())
+        report(raw, Path(args.out).resolve() if args.out else Path(args.from_json).with_suffix(".png"))
+        return
     size = dict(SIZES["quick" if args.quick else "full"])
     size["trials"] = args.trials or size["trials"]
-    seeds = range(args.seeds or size["seeds"])
     work = Path(args.workdir or tempfile.mkdtemp(prefix="sepray-efficiency-")).resolve()
     work.mkdir(parents=True, exist_ok=True)
     out = Path(args.out).resolve() if args.out else work / "sweep_efficiency.png"
+    raw = run_all(work, size, range(args.seeds or size["seeds"]))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(raw, indent=2, default=str))
+    report(raw, out)
+
+
+def run_all(work: Path, size: dict[str, Any], seeds) -> dict[str, Any]:
+    """The grid, then random and TPE for each seed, one sweep after another; their curves."""
     uri = f"sqlite:///{work / 'mlflow.db'}"
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
     plan = [("grid", "grid", None)] + [
@@ -365,14 +391,19 @@ def main() -> None:
             f"{wall:.0f} s",
             flush=True,
         )
-    total = time.time() - started
+    return {"size": size, "runs": runs, "total_wall_s": time.time() - started, "work": str(work)}
+
+
+def report(raw: dict[str, Any], out: Path) -> None:
+    """Print the table and the target line; draw the PNG."""
+    size, runs = raw["size"], raw["runs"]
     grid = runs[0]
     summary = summarize(runs, grid)
-    n_grid = len(grid["curve"])
     print(
-        f"\n{n_grid} configurations ({' x '.join(str(len(v['choice'])) for v in size['params'].values())}: "
-        f"{', '.join(size['params'])}), {size['epochs']} epochs x {size['steps_per_epoch']} steps each at most; "
-        f"random / TPE: {size['trials']} Ray trials, ASHA grace 1, reduction factor 2; 2 trials at a time"
+        f"\n{len(grid['curve'])} configurations "
+        f"({' x '.join(str(len(v['choice'])) for v in size['params'].values())}: {', '.join(size['params'])}), "
+        f"{size['epochs']} epochs x {size['steps_per_epoch']} steps each at most; random / TPE: {size['trials']} "
+        "Ray trials, ASHA grace 1, reduction factor 2; 2 trials at a time"
     )
     print(
         "test vocals = full test songs (museval framewise median SDR) of the finished trial with the best "
@@ -393,10 +424,12 @@ def main() -> None:
         f"trial-steps) met by {len(met)} of {len(summary) - 1} sweeps: "
         + (", ".join(f"{s['strategy']} seed {s['seed']}" for s in met) or "none")
     )
-    plot(runs, grid, out)
-    raw = {"size": size, "runs": runs, "summary": summary, "total_wall_s": total, "work": str(work)}
-    out.with_suffix(".json").write_text(json.dumps(raw, indent=2, default=str))
-    print(f"curves: {out} (raw: {out.with_suffix('.json')}); work folder {work}; total wall {total:.0f} s")
+    if grid["curve"]:
+        plot(runs, grid, out)
+    print(
+        f"curves: {out} (raw: {out.with_suffix('.json')}); work folder {raw['work']}; "
+        f"total wall {raw['total_wall_s']:.0f} s"
+    )
 
 
 if __name__ == "__main__":
