@@ -342,7 +342,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.from_json:
         raw = json.loads(Path(args.from_json).read_text())
-        report(raw, Path(args.out).resolve() if args.out else Path(args.from_json).with_suffix(".png"))
+        out = Path(args.out).resolve() if args.out else Path(args.from_json).with_suffix(".png")
+        report(raw, out, Path(args.from_json))
         return
     size = dict(SIZES["quick" if args.quick else "full"])
     size["trials"] = args.trials or size["trials"]
@@ -352,7 +353,7 @@ def main() -> None:
     raw = run_all(work, size, range(args.seeds or size["seeds"]))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(raw, indent=2, default=str))
-    report(raw, out)
+    report(raw, out, out.with_suffix(".json"))
 
 
 def run_all(work: Path, size: dict[str, Any], seeds) -> dict[str, Any]:
@@ -397,7 +398,7 @@ def run_all(work: Path, size: dict[str, Any], seeds) -> dict[str, Any]:
     return {"size": size, "runs": runs, "total_wall_s": time.time() - started, "work": str(work)}
 
 
-def report(raw: dict[str, Any], out: Path) -> None:
+def report(raw: dict[str, Any], out: Path, raw_path: Path) -> None:
     """Print the table and the target line; draw the PNG."""
     size, runs = raw["size"], raw["runs"]
     grid = runs[0]
@@ -430,8 +431,7 @@ def report(raw: dict[str, Any], out: Path) -> None:
     if grid["curve"]:
         plot(runs, grid, out)
     print(
-        f"curves: {out} (raw: {out.with_suffix('.json')}); work folder {raw['work']}; "
-        f"total wall {raw['total_wall_s']:.0f} s"
+        f"curves: {out} (raw: {raw_path}); work folder {raw['work']}; total wall {raw['total_wall_s']:.0f} s"
     )
 
 
