@@ -39,10 +39,12 @@ class ChildRunCloser(Callback):
     def on_trial_complete(self, iteration, trials, trial, **info):
         self._tag_retries(trial.trial_id)
         self._close(trial, "KILLED", names.STOPPED_EARLY)
+        _show_outcome(trial, names.STOPPED_EARLY)
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self._retries.pop(trial.trial_id, None)
         self._close(trial, "FAILED", names.FAILED, failed=True)
+        _show_outcome(trial, names.FAILED)
 
     def on_trial_recover(self, iteration, trials, trial, **info):
         """Ray restarts the trial from its last checkpoint (its node died, it crashed): count it on the run,
@@ -83,6 +85,14 @@ class ChildRunCloser(Callback):
                     run.end(status)
         except Exception as exc:  # never break the sweep over bookkeeping; close_orphans runs at the end
             print(f"sepray: could not close the MLflow run of trial {trial.trial_id}: {exc}", file=sys.stderr)
+
+
+def _show_outcome(trial, outcome: str) -> None:
+    """Tune's live table shows a trial's last result: a trial stopped (or failed) after reporting "running"
+    shows how it ended instead."""
+    last = trial.last_result
+    if isinstance(last, dict) and last.get("outcome") in (None, names.RUNNING):
+        last["outcome"] = outcome
 
 
 def _trial_error(trial) -> str:
