@@ -137,3 +137,25 @@ class ContextSeparator(Separator):
 
     def input_length(self, output_length: int) -> int:
         return max(output_length, 1) + self.context
+
+
+class STFTSeparator(Separator):
+    """A separator working on the STFT of its input (``config.n_fft``, ``config.hop``): output length == input
+    length, which must be a multiple of ``hop`` longer than ``n_fft // 2`` (the STFT's reflect pad)."""
+
+    @property
+    def min_length(self) -> int:
+        """Shortest input: the smallest multiple of ``hop`` longer than ``n_fft // 2``."""
+        return self.config.hop * (self.config.n_fft // 2 // self.config.hop + 1)
+
+    def output_length(self, input_length: int) -> int:
+        hop = self.config.hop
+        if input_length < self.min_length or input_length % hop:
+            raise ValueError(
+                f"input length {input_length} must be a multiple of hop {hop} and >= {self.min_length}"
+            )
+        return input_length
+
+    def input_length(self, output_length: int) -> int:
+        hop = self.config.hop
+        return max(self.min_length, hop * -(-output_length // hop))

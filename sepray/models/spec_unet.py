@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sepray.dsp import istft, stft
-from sepray.models.base import Separator
+from sepray.models.base import STFTSeparator
 from sepray.models.checks import check_at_least, check_sources
 
 
@@ -65,7 +65,7 @@ def _block(cin: int, cout: int) -> nn.Sequential:
     )
 
 
-class SpecUNet(Separator):
+class SpecUNet(STFTSeparator):
     """Spectrogram U-Net masks: mix (B, C, T) -> waveforms (B, S, C, T); regression head."""
 
     head = "regression"
@@ -88,23 +88,6 @@ class SpecUNet(Separator):
         reach = 4 * config.levels + 2  # frames a mask sees on either side: one per 3x3 conv
         samples = config.n_fft + reach * config.hop
         self.halo = config.hop * -(-samples // config.hop)
-
-    @property
-    def min_length(self) -> int:
-        """Shortest input: the smallest multiple of ``hop`` longer than ``n_fft // 2`` (the STFT's reflect pad)."""
-        return self.config.hop * (self.config.n_fft // 2 // self.config.hop + 1)
-
-    def output_length(self, input_length: int) -> int:
-        hop = self.config.hop
-        if input_length < self.min_length or input_length % hop:
-            raise ValueError(
-                f"input length {input_length} must be a multiple of hop {hop} and >= {self.min_length}"
-            )
-        return input_length
-
-    def input_length(self, output_length: int) -> int:
-        hop = self.config.hop
-        return max(self.min_length, hop * -(-output_length // hop))
 
     def logits(self, mag: torch.Tensor) -> torch.Tensor:
         """Mixture magnitudes (B, C, bins, N) -> mask logits (B, S, C, bins, N)."""

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sepray.dsp import istft, stft
-from sepray.models.base import Separator
+from sepray.models.base import STFTSeparator
 from sepray.models.checks import check_sources
 
 
@@ -58,7 +58,7 @@ class STFTMaskConfig:
             raise ValueError(f"mask_eps must be > 0, got {self.mask_eps}")
 
 
-class STFTMask(Separator):
+class STFTMask(STFTSeparator):
     """STFT ratio masks: mix (B, C, T) -> waveforms (B, S, C, T); regression head."""
 
     head = "regression"
@@ -80,23 +80,6 @@ class STFTMask(Separator):
         self.step = config.hop
         reach = config.n_fft + (config.time_kernel - 1) * config.hop
         self.halo = config.hop * -(-reach // config.hop)  # a multiple of step, so chunk windows stay aligned
-
-    @property
-    def min_length(self) -> int:
-        """Shortest input: the smallest multiple of ``hop`` longer than ``n_fft // 2`` (the STFT's reflect pad)."""
-        return self.config.hop * (self.config.n_fft // 2 // self.config.hop + 1)
-
-    def output_length(self, input_length: int) -> int:
-        hop = self.config.hop
-        if input_length < self.min_length or input_length % hop:
-            raise ValueError(
-                f"input length {input_length} must be a multiple of hop {hop} and >= {self.min_length}"
-            )
-        return input_length
-
-    def input_length(self, output_length: int) -> int:
-        hop = self.config.hop
-        return max(self.min_length, hop * -(-output_length // hop))
 
     def magnitudes(self, spec: torch.Tensor) -> torch.Tensor:
         """Mixture STFT (B, C, bins, N) complex -> source magnitudes (B, S, C, bins, N), >= 0."""
