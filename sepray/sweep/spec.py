@@ -5,8 +5,7 @@ space over dotted config keys, the scheduler, the metric, the per-trial budget a
 documented in docs/sweeps.md. Every problem is a :class:`SpecError` whose one-line message names the file and
 the YAML path, e.g. ``sweeps/x.yaml: search.params.model.levels: expected an integer, got 'four'``.
 
-The searched parameters are parsed and checked in :mod:`sepray.sweep.params`; the define-by-run search space
-(:class:`SearchSpace`), its grid (:func:`grid_points`) and each trial's raw config live in
+Searched parameters: :mod:`sepray.sweep.params`; the search space, its grid and each trial's raw config:
 :mod:`sepray.sweep.space`. ``load_spec`` / ``parse_spec`` are the entry points.
 """
 
