@@ -1,7 +1,8 @@
-"""The sweep report in a real browser: a real `mlflow server` (proxied artifacts) on 127.0.0.1, a real smoke
-sweep logging through it, then headless Chromium (driven over the DevTools protocol on a pipe, no extra
-package) loads the parent run's ``report/index.html`` from the server and checks that every ``<audio>`` can play,
-every image decodes and the leaderboard has one row per trial; it saves a screenshot.
+"""The sweep report in a real browser: the smoke sweep that test_sweep_cluster.py runs on a token cluster, every
+trial logging through a real `mlflow server` (proxied artifacts; tests/integration/conftest.py), then headless
+Chromium (driven over the DevTools protocol on a pipe, no extra package) loads the parent run's
+``report/index.html`` from that server on 127.0.0.1 and checks that every ``<audio>`` can play, every image
+decodes and the leaderboard has one row per trial; it saves a screenshot.
 
 MLflow serves every artifact as a download (``Content-Disposition: attachment``, HTML as text/plain), so the
 browser would save the page instead of showing it; the test rewrites those two headers of the page request
@@ -15,18 +16,14 @@ import os
 import select
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from sepray import names, tracking
-from tests.integration.test_sweep_cluster import _healthy, free_port, wait_for
 from tests.procs import stop_group
 
-REPO = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 NAME = "quickstart-smoke"
 
@@ -120,31 +117,11 @@ class DevTools:
 
 
 @pytest.fixture(scope="module")
-def served_sweep(tmp_path_factory):
-    work = tmp_path_factory.mktemp("report")
-    port = free_port()
-    log = work / "mlflow.log"
-    server = subprocess.Popen(
-        [str(BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{work / 'server.db'}",
-         "--artifacts-destination", str(work / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "1"],
-        cwd=work, env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
-        stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
-    try:
-        url = f"http://127.0.0.1:{port}"
-        wait_for(lambda: _healthy(url), "mlflow server", log)
-        sweep = subprocess.run(
-            [sys.executable, str(REPO / "sweeps" / "run.py"), str(REPO / "sweeps" / "quickstart.yaml"),
-             "--smoke-test", "--num-cpus", "2"],
-            cwd=work, capture_output=True, text=True, timeout=600,
-            env={**os.environ, "MLFLOW_TRACKING_URI": url, "PYTHONWARNINGS": "ignore"},
-        )  # fmt: skip
-        assert sweep.returncode == 0, f"{sweep.stdout[-3000:]}\n{sweep.stderr[-3000:]}"
-        assert "report: artifact report/index.html" in sweep.stdout
-        yield url, work
-    finally:
-        stop_group(server)
+def served_sweep(token_cluster, cluster_smoke_sweep):
+    sweep = cluster_smoke_sweep
+    assert sweep.returncode == 0, f"{sweep.stdout[-3000:]}\n{sweep.stderr[-3000:]}"
+    assert "report: artifact report/index.html" in sweep.stdout
+    return token_cluster["url"], token_cluster["work"]
 
 
 def test_report_plays_its_audio_and_shows_its_images(served_sweep, tmp_path):

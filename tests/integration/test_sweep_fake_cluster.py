@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from sepray import names, tracking
-from tests.integration.test_sweep_cluster import free_port, wait_for
+from tests.integration.token_cluster import free_port, wait_for
 from tests.procs import alive, stop_group
 
 REPO = Path(__file__).resolve().parents[2]

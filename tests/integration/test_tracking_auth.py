@@ -13,7 +13,7 @@ import urllib.request
 from pathlib import Path
 
 from sepray import names, tracking
-from tests.integration.test_sweep_cluster import BIN, _healthy, free_port, wait_for
+from tests.integration.token_cluster import BIN, _healthy, free_port, wait_for
 from tests.procs import stop_group
 
 REPO = Path(__file__).resolve().parents[2]
