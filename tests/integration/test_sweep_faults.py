@@ -23,7 +23,7 @@ import pytest
 from ray.util import get_node_ip_address
 
 from sepray import names, tracking
-from tests.integration.token_cluster import BIN, _healthy, free_port, wait_for
+from tests.integration.test_sweep_cluster import BIN, _healthy, free_port, wait_for
 from tests.procs import descendants, stop_group
 
 REPO = Path(__file__).resolve().parents[2]
@@ -272,13 +272,7 @@ def test_a_long_tracking_outage_fails_the_attempt_clearly_and_ray_retries_it(clu
     try:
         _wait_for_an_epoch(name, cluster.url, proc, out)
         cluster.stop_mlflow()
-        # down for longer than the trials' 2 s retry window: until an attempt has failed on it (its error is in
-        # the driver's output), at most 90 s
-        down = time.time()
-        while time.time() < down + 90 and (time.time() < down + 3 or "did not answer" not in out.read_text()):
-            assert proc.poll() is None, f"the sweep ended during the outage:\n{out.read_text()[-3000:]}"
-            time.sleep(0.5)
-        print(f"tracking server down for {time.time() - down:.0f} s")
+        time.sleep(10)
         cluster.start_mlflow()
         proc.wait(timeout=300)
     finally:
