@@ -23,7 +23,7 @@ import pytest
 from ray.util import get_node_ip_address
 
 from sepray import names, tracking
-from tests.integration.test_sweep_cluster import BIN, _healthy, free_port, wait_for
+from tests.integration.token_cluster import BIN, _healthy, free_port, wait_for
 from tests.procs import descendants, stop_group
 
 REPO = Path(__file__).resolve().parents[2]
