@@ -298,7 +298,10 @@ def finish_child_run(run: tracking.Run, trainer, sweep: TrialContext) -> None:
         log_excerpt(run, trainer, sweep.excerpt_seconds)
     except Exception as exc:  # an excerpt is for people to listen to; it must not fail the trial
         run.set_tags({names.EXCERPT_ERROR: f"{type(exc).__name__}: {exc}"[:500]})
-    run.log_metrics({"completed": 1.0}, step=trainer.epoch)  # one point per completion: tests count them
+    # one point per completion (tests count them); a trial killed after this point but before Tune saved its
+    # result is retrained from its previous checkpoint and comes here again: it is still one completion
+    if not run.metric_history("completed"):
+        run.log_metrics({"completed": 1.0}, step=trainer.epoch)
     run.set_tags(
         {
             names.OUTCOME: names.FINISHED,
