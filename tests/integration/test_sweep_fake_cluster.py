@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from sepray import names, tracking
-from tests.integration.token_cluster import free_port, wait_for
+from tests.integration.token_cluster import free_port, ray_head_command, wait_for
 from tests.procs import alive, stop_group
 
 REPO = Path(__file__).resolve().parents[2]
@@ -65,26 +65,11 @@ def fake_cluster(tmp_path):
         "RAY_AUTOSCALER_FATESHARE_WORKERS": "1",  # its worker nodes go when the autoscaler goes
     }
     head = subprocess.Popen(
-        [
-            str(BIN / "ray"),
-            "start",
-            "--head",
-            "--block",
-            "--port",
-            str(port),
-            "--num-cpus",
-            "0",
-            "--num-gpus",
-            "0",
-            "--include-dashboard=false",
-            "--disable-usage-stats",
-            "--dashboard-agent-listen-port",
-            "0",
-            "--temp-dir",
-            temp,
-            "--autoscaling-config",
-            str(tmp_path / "fake.yaml"),
-        ],
+        ray_head_command(
+            port,
+            *("--num-cpus", "0", "--num-gpus", "0", "--dashboard-agent-listen-port", "0", "--temp-dir", temp),
+            *("--autoscaling-config", str(tmp_path / "fake.yaml")),
+        ),
         cwd=tmp_path,
         env=env,
         stdout=log.open("w"),

@@ -39,6 +39,12 @@ def wait_for(check, what: str, log: Path, timeout: float = 90.0) -> None:
     raise AssertionError(f"{what} did not come up in {timeout:.0f} s:\n{log.read_text()[-3000:]}")
 
 
+def ray_head_command(port: int, *extra: str) -> list[str]:
+    """``ray start --head`` in the foreground on ``port``, without dashboard or usage stats, plus ``extra``."""
+    head = [str(BIN / "ray"), "start", "--head", "--block", "--port", str(port)]
+    return [*head, *extra, "--include-dashboard=false", "--disable-usage-stats"]
+
+
 def _healthy(url: str) -> bool:
     try:
         with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
@@ -55,18 +61,7 @@ def start_token_cluster(work: Path) -> Iterator[dict]:
     mlflow_log, ray_log = work / "mlflow.log", work / "ray.log"
     port = free_port()
     head = subprocess.Popen(
-        [
-            str(BIN / "ray"),
-            "start",
-            "--head",
-            "--block",
-            "--port",
-            str(port),
-            "--num-cpus",
-            "2",
-            "--include-dashboard=false",
-            "--disable-usage-stats",
-        ],
+        ray_head_command(port, "--num-cpus", "2"),
         cwd=work,
         env={**os.environ, **auth},
         stdout=ray_log.open("w"),
