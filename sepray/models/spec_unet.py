@@ -88,12 +88,16 @@ class SpecUNet(STFTSeparator):
         reach = 4 * config.levels + 2  # frames a mask sees on either side: one per 3x3 conv
         samples = config.n_fft + reach * config.hop
         self.halo = config.hop * -(-samples // config.hop)
+        # channels-last convolutions: about 1.2-1.3x more training steps/s on one CPU thread (measured at
+        # 8-12 channels, batch 8 x 1 s at 8 kHz); the weights keep their values and state_dict keys
+        self.to(memory_format=torch.channels_last)
 
     def logits(self, mag: torch.Tensor) -> torch.Tensor:
         """Mixture magnitudes (B, C, bins, N) -> mask logits (B, S, C, bins, N)."""
         batch, channels, bins, frames = mag.shape
         unit = 2**self.config.levels
         x = F.pad(torch.log1p(mag), (0, 0, 0, -bins % unit))  # bins padded to a multiple of 2**levels
+        x = x.contiguous(memory_format=torch.channels_last)
         skips = []
         for block in self.down:
             x = block(x)
