@@ -1,4 +1,5 @@
-"""Shared test fixtures: an isolated cache, the shared MUSDB excerpt, tiny configs, a GPU skip marker."""
+"""Shared test fixtures: an isolated cache, the shared MUSDB excerpt, tiny configs, a GPU skip marker; and
+how pytest-xdist splits the suite between its workers."""
 
 from __future__ import annotations
 
@@ -43,6 +44,42 @@ MUSDB_SAMPLE = SHARED_DATA / "musdb18hq-sample"
 requires_cuda = pytest.mark.skipif(
     not torch.cuda.is_available(), reason="CUDA is not available on this machine: GPU path not exercised"
 )
+
+
+# How pytest-xdist splits the suite (pyproject's addopts: `-n 2`): one test module per work unit, so its
+# module-scoped fixtures (a trained model, a finished sweep) are made once; the modules that use the package
+# fixtures of tests/integration/conftest.py (one token cluster, one sweep on it) form one unit, so the cluster
+# starts once. The integration modules are collected first: the slow units start early, the many short unit
+# tests fill the end. (xdist's own `--dist loadgroup` does not group under pytest 9: its group suffix never
+# reaches the node ids the controller schedules.)
+SHARED_FIXTURES = {"token_cluster", "cluster_smoke_sweep"}
+SHARED_MODULES = ("tests/integration/test_sweep_cluster.py", "tests/integration/test_report_browser.py")
+
+
+def _module(nodeid: str) -> str:
+    return nodeid.split("::", 1)[0]
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    users = {_module(item.nodeid) for item in items if SHARED_FIXTURES & set(item.fixturenames)}
+    if not users <= set(SHARED_MODULES):
+        raise pytest.UsageError(
+            f"tests/conftest.py: add {sorted(users - set(SHARED_MODULES))} to SHARED_MODULES (they use "
+            f"{sorted(SHARED_FIXTURES)}, which one xdist worker must own)"
+        )
+    items.sort(key=lambda item: not _module(item.nodeid).startswith("tests/integration/"))  # stable
+
+
+def pytest_xdist_make_scheduler(config, log):
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModuleScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = _module(nodeid)
+            return "shared-cluster" if module in SHARED_MODULES else module
+
+    config.option.loadscopereorder = False  # keep the collection order (integration modules first)
+    return ModuleScheduling(config, log)
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
 """Fixtures several integration modules share: one token cluster and one smoke sweep run on it.
 
-Package-scoped: torn down once the last test using them has run (tests/conftest.py runs their users one after
-the other, on one pytest-xdist worker: SHARED_WORKER)."""
+Package-scoped: torn down once the last test using them has run (tests/conftest.py puts their users' modules
+in one pytest-xdist group: one worker runs them, one after the other, so the cluster starts once)."""
 
 from __future__ import annotations
 
