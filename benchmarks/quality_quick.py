@@ -47,6 +47,19 @@ CANDIDATES: dict[str, tuple[str, list[str]]] = {
     "wavenet-small": ("wavenet-small", []),
     "structure-a-small": ("structure-a-small", []),
     "umt-small": ("umt-small", []),
+    "quickstart winner (spec_unet)": (
+        "spec-unet-small",
+        [
+            *QUICKSTART_DATA,
+            "model.levels=3",
+            "model.channels=12",
+            "model.max_channels=64",
+            "train.lr=0.003442713203251717",
+            "train.lr_decay=0.75",
+            "train.epochs=8",
+            "train.steps_per_epoch=32",
+        ],
+    ),
     "quickstart winner before (waveunet)": (
         "waveunet-small",
         [
