@@ -43,6 +43,8 @@ import scipy.fft
 import scipy.linalg
 from threadpoolctl import threadpool_limits
 
+from sepray.names import BSS_GLOBALS
+
 FILTER_LENGTH = 512
 """Taps of the allowed time-invariant distortion filter (BSS Eval 3.0, mir_eval)."""
 
@@ -167,6 +169,58 @@ def length_weighted_mean(values: Iterable[float], lengths: Iterable[float]) -> f
     if any(math.isinf(v) for v, _ in pairs):
         return math.fsum(v for v, _ in pairs if math.isinf(v))  # +inf, -inf, or NaN when both occur
     return math.fsum(v * w for v, w in pairs) / total
+
+
+def score_clip(sources, references, estimates, mixture) -> dict[str, dict[str, float]]:
+    """BSS Eval v3 of one clip with NSDR, multichannel audio downmixed to mono (the mean of its channels).
+
+    Args:
+        sources: names of the sources, in the order of the first axis.
+        references: (sources, channels, time).
+        estimates: (sources, channels, time), the same shape, in the same order (fixed order, no permutation).
+        mixture: (channels, time).
+
+    Returns:
+        ``{source: {"sdr", "sir", "sar", "nsdr", "mix_sdr"}}`` (float dB). Every value is NaN when a reference
+        is silent (BSS Eval is undefined); a silent estimate's SDR / SIR / SAR / NSDR are NaN.
+    """
+    refs = np.asarray(_to_numpy(references), dtype=np.float64).mean(axis=1)  # (S, T)
+    ests = np.asarray(_to_numpy(estimates), dtype=np.float64).mean(axis=1)  # (S, T)
+    mix = np.asarray(_to_numpy(mixture), dtype=np.float64).mean(axis=0)  # (T,)
+    if not refs.any(axis=1).all():
+        nan = float("nan")
+        return {s: dict.fromkeys(("sdr", "sir", "sar", "nsdr", "mix_sdr"), nan) for s in sources}
+    scores = bss_eval_sources(refs, ests, mixture=mix)
+    return {
+        source: {
+            "sdr": float(scores.sdr[i]),
+            "sir": float(scores.sir[i]),
+            "sar": float(scores.sar[i]),
+            "nsdr": float(scores.nsdr[i]),
+            "mix_sdr": float(scores.mix_sdr[i]),
+        }
+        for i, source in enumerate(sources)
+    }
+
+
+def global_scores(songs: dict[str, dict[str, dict[str, float]]], seconds: dict[str, float]) -> dict[str, dict]:
+    """GNSDR / GSIR / GSAR (and GSDR) per source: `length_weighted_mean` over songs of each song's NSDR / SIR /
+    SAR / SDR (`score_clip` results), weighted by ``seconds[song]`` -> ``{"gnsdr": {source: dB}, ...}``."""
+    sources = list(dict.fromkeys(src for scores in songs.values() for src in scores))
+    out: dict[str, dict] = {}
+    for name, key in GLOBAL_SCORES.items():
+        out[name] = {
+            src: length_weighted_mean(
+                [songs[song][src][key] for song in songs if src in songs[song]],
+                [seconds[song] for song in songs if src in songs[song]],
+            )
+            for src in sources
+        }
+    return out
+
+
+GLOBAL_SCORES = dict(zip(BSS_GLOBALS, ("nsdr", "sir", "sar", "sdr"), strict=True))
+"""The length-weighted means over clips (GNSDR, ...) -> the per-clip score each averages."""
 
 
 # ----------------------------------------------------------------------------------------------------------

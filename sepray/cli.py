@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import sepray
+from sepray import names
 from sepray.errors import UsageError, UserError
 
 EXIT_USER_ERROR = 2
@@ -132,7 +133,7 @@ def cmd_separate(args: argparse.Namespace) -> None:
 def cmd_score(args: argparse.Namespace) -> None:
     from sepray.scoring import format_table, score_folders
 
-    result = score_folders(args.reference_dir, args.estimate_dir, json_path=args.json)
+    result = score_folders(args.reference_dir, args.estimate_dir, json_path=args.json, metric=args.metric)
     print(format_table(result))
 
 
@@ -261,6 +262,13 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("reference_dir", type=Path)
     sc.add_argument("estimate_dir", type=Path)
     sc.add_argument("--json", type=Path, help="write per-song/source frame values and medians here")
+    sc.add_argument(
+        "--metric",
+        choices=names.TEST_METRICS,
+        default=names.MUSEVAL_V4,
+        help="museval_v4: framewise SDR, median over 1 s frames, then songs (default); bss_eval_v3: BSS Eval v3 "
+        "SDR/SIR/SAR over each whole song, NSDR, and GNSDR/GSIR/GSAR weighted by song length (MIR-1K papers)",
+    )
     sc.set_defaults(func=cmd_score)
 
     sw = sub.add_parser(
