@@ -203,7 +203,9 @@ def score_clip(sources, references, estimates, mixture) -> dict[str, dict[str, f
     }
 
 
-def global_scores(songs: dict[str, dict[str, dict[str, float]]], seconds: dict[str, float]) -> dict[str, dict]:
+def global_scores(
+    songs: dict[str, dict[str, dict[str, float]]], seconds: dict[str, float]
+) -> dict[str, dict]:
     """GNSDR / GSIR / GSAR (and GSDR) per source: `length_weighted_mean` over songs of each song's NSDR / SIR /
     SAR / SDR (`score_clip` results), weighted by ``seconds[song]`` -> ``{"gnsdr": {source: dB}, ...}``."""
     sources = list(dict.fromkeys(src for scores in songs.values() for src in scores))

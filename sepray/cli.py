@@ -99,7 +99,9 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from sepray.evaluate import evaluate_run, format_evaluation
 
     _check_run_id(args.run_id)
-    result = evaluate_run(args.run_id, data_path=args.data, split=args.split, device=args.device)
+    result = evaluate_run(
+        args.run_id, data_path=args.data, split=args.split, device=args.device, metric=args.metric
+    )
     print(format_evaluation(result))
 
 
@@ -238,6 +240,13 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--data", help="dataset folder (default: the run's own data config)")
     ev.add_argument("--split", default="test", choices=["train", "valid", "test"])
     ev.add_argument("--device", default="auto")
+    ev.add_argument(
+        "--metric",
+        choices=names.TEST_METRICS,
+        default=names.MUSEVAL_V4,
+        help="museval_v4 (default): framewise SDR; bss_eval_v3: also BSS Eval v3 over whole songs, logged as "
+        "<split>_gnsdr_<source>, _gsir_, _gsar_ (length-weighted over songs)",
+    )
     ev.set_defaults(func=cmd_evaluate)
 
     sep = sub.add_parser("separate", help="separate songs with a logged model into vocals / accompaniment")
