@@ -60,7 +60,10 @@ def parse_objectives(raw: dict[str, Any], label: str) -> Objectives:
     default_score = "gnsdr" if test_metric == names.BSS_EVAL_V3 else "sdr"
     select = select_raw or names.global_metric("test", default_score, target)
     if select not in select_choices(names.BSS_EVAL_V3):
-        raise SpecError(f"{label}: select: {select!r}: expected one of {select_choices(test_metric)}")
+        raise SpecError(
+            f"{label}: select: {select!r}: expected one of {select_choices(names.BSS_EVAL_V3)} "
+            f"(the test_g* scores need test_metric: {names.BSS_EVAL_V3})"
+        )
     if select not in select_choices(test_metric):
         raise SpecError(
             f"{label}: select: {select!r} is a BSS Eval v3 score, but test_metric is {test_metric}: "
