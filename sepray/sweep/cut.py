@@ -25,8 +25,9 @@ from sepray.sweep.trial import TRIAL_FILE, TrialContext, finish_child_run
 def keep_cut_model(sweep: TrialContext, trial_id: str, checkpoint_dir: Path | None, log=print) -> str | None:
     """Give the child run of trial ``trial_id``, cut by the sweep's time limit, the model of ``checkpoint_dir``
     (its latest checkpoint; None when it never completed an epoch). Returns the run id, or None when the trial
-    has no run of its own (it replayed another trial's results) or its run is FINISHED already (it completed
-    its budget just before the cut, or this was done before a ``--resume``)."""
+    has no run of its own (it replayed another trial's results, or another trial took its run over) or its
+    run is FINISHED already (it completed its budget just before the cut, or this was done before a
+    ``--resume``)."""
     run_id = None
     if checkpoint_dir is not None and (checkpoint_dir / TRIAL_FILE).is_file():
         run_id = json.loads((checkpoint_dir / TRIAL_FILE).read_text()).get("run_id")
@@ -36,8 +37,9 @@ def keep_cut_model(sweep: TrialContext, trial_id: str, checkpoint_dir: Path | No
     if run_id is None:
         return None
     run = tracking.Run(run_id, sweep.uri)
-    if run.info().info.status == "FINISHED":
-        return None
+    info = run.info()
+    if info.info.status == "FINISHED" or info.data.tags.get(names.TRIAL_ID) != trial_id:
+        return None  # finished already, or another trial took the run over (after a --resume)
     trainer = _trainer_at(checkpoint_dir) if checkpoint_dir is not None else None
     if trainer is None:
         run.set_tags({names.OUTCOME: names.CUT_BY_TIME, names.CUT_BY: names.SWEEP_LIMIT, names.EPOCHS: 0})

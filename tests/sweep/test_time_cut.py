@@ -105,3 +105,30 @@ def test_the_driver_keeps_the_model_of_the_last_checkpoint_tune_recorded(tmp_pat
     assert keep_cut_model(sweep, "never-started", None, logs.append) is None
     empty = next(r for r in collect_rows(spec, sweep.parent_run_id, sweep.uri) if r["run_id"] == run.run_id)
     assert empty["outcome"] == names.CUT_BY_TIME and empty["status"] == "KILLED" and not has_model(empty)
+
+
+def test_a_sweep_where_no_trial_completed_an_epoch_says_why_and_exits_1(tmp_path, monkeypatch, capsys):
+    from sepray.cli import main
+    from sepray.sweep import driver
+    from sepray.sweep.leaderboard import finish_sweep
+
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    spec = load_spec(SPEC, smoke_test=True)
+    tracking.ensure_experiment(spec.name, uri)
+    parent = start_parent_run(spec, uri, None)
+    for trial_id in ("a", "b"):  # what keep_cut_model leaves of trials cut before their first epoch ended
+        run = tracking.start_run(
+            spec.name, tags={names.TRIAL_ID: trial_id}, parent_run_id=parent.run_id, uri=uri
+        )
+        run.set_tags({names.OUTCOME: names.CUT_BY_TIME, names.CUT_BY: names.SWEEP_LIMIT, names.EPOCHS: 0})
+        run.end("KILLED")
+    outcome = finish_sweep(spec, parent, uri, log=lambda *_: None)
+    reason = "no trial completed an epoch (trials (one per configuration): 2 cut_by_time)"
+    assert outcome["best_run_id"] is None and outcome["no_best_reason"] == reason
+    tags = parent.info().data.tags
+    assert tags[names.BEST_RUN_ID] == "none" and tags[names.NO_BEST_REASON] == reason
+    monkeypatch.setattr(driver, "run_sweep", lambda *args, **kwargs: outcome)  # the command's last step
+    capsys.readouterr()  # MLflow's own log lines so far
+    assert main(["sweep", str(SPEC)]) == 1
+    assert capsys.readouterr().err.strip() == f"sepray: error: {SPEC}: no best model: {reason}"
