@@ -20,9 +20,7 @@ NUM_PARAMETERS = "sepray.num_parameters"
 EPOCHS = "sepray.epochs"
 TRAIN_SECONDS = "sepray.train_seconds"
 OUTCOME = "sepray.outcome"
-CUT_BY = (
-    "sepray.cut_by"  # the limit that cut a trial (outcome cut_by_time): budget.sweep_seconds | trial_seconds
-)
+CUT_BY = "sepray.cut_by"  # the limit that cut a trial (outcome cut_by_time): SWEEP_LIMIT | TRIAL_LIMIT
 LAST_ERROR = "sepray.last_error"  # why a trial (or a sweep) failed, or why its last attempt crashed
 EXCERPT_ERROR = "sepray.excerpt_error"
 BEST = "sepray.best"  # on the winning trial's run
@@ -56,9 +54,7 @@ OUTCOMES = (RUNNING, FINISHED, STOPPED_EARLY, CUT_BY_TIME, FAILED, INTERRUPTED)
 MODEL_OUTCOMES = (FINISHED, CUT_BY_TIME)  # a FINISHED run with one of these holds a model package
 # the two time limits of a sweep (spec keys, the value of the CUT_BY tag)
 SWEEP_LIMIT = "budget.sweep_seconds"  # Tune's time_budget_s: Tune stops every running trial
-TRIAL_LIMIT = (
-    "budget.trial_seconds"  # train.max_seconds: the trial ends itself after the epoch that passes it
-)
+TRIAL_LIMIT = "budget.trial_seconds"  # train.max_seconds: the trial ends after the epoch that passes it
 
 # -- metrics -----------------------------------------------------------------------------------------------
 VALID_LOSS = "valid_loss"

@@ -42,9 +42,7 @@ def collect_rows(spec, parent_run_id: str, uri: str) -> list[dict[str, Any]]:
         row["train_seconds"] = m.get("train_seconds")
         kept = _int(t.get(names.EPOCHS))
         if row["outcome"] == names.CUT_BY_TIME and kept is not None and 0 < kept < row["epochs"]:
-            _values_of_epoch(
-                row, kept, spec, uri
-            )  # it logged an epoch after the checkpoint its model is from
+            _values_of_epoch(row, kept, spec, uri)  # it logged an epoch later than its model's checkpoint
         for s in SOURCES:
             row[names.sdr_metric("test", s)] = m.get(names.sdr_metric("test", s))
         row["num_parameters"] = _int(p.get("num_parameters"))
@@ -201,7 +199,7 @@ def no_best_reason(rows: list[dict[str, Any]], evaluated: list[dict[str, Any]], 
     if not any(int(row.get("epochs") or 0) >= 1 for row in rows):
         return f"no trial completed an epoch ({summary})"
     if not evaluated:
-        return f"no trial has a model: none finished its budget or was cut by a time limit after an epoch ({summary})"
+        return f"no trial has a model: none finished its budget or was cut after an epoch ({summary})"
     return f"no evaluated trial has a finite {spec.select} on the test songs ({summary})"
 
 
