@@ -5,7 +5,7 @@ local Ray, real sqlite MLflow store), then `sepray separate` with the winner on 
 The limit must leave the machine time for the trials' first epoch, which is mostly a worker process starting
 and importing torch, Ray and MLflow: on this 2-core machine under load 7 a trial reported its first epoch 19 s
 after Tune started, and under load 10 neither of two had after 30 s. So the limit is 10x the time a fresh
-process takes to import the trainable's module here and now (at least 20 s: 1.5-2 s idle), see
+process takes to import the trainable's module here and now (at least 15 s; 7.6 s under load 13), see
 :func:`sweep_seconds`.
 """
 
@@ -48,11 +48,11 @@ ARGS = [
 
 def sweep_seconds() -> int:
     """10x the seconds a fresh Python takes to import the trainable's module (what each trial's worker does
-    first), at least 20: short against the trials' budget, long enough for a first epoch however loaded the
+    first), at least 15: short against the trials' budget, long enough for a first epoch however loaded the
     machine is."""
     start = time.perf_counter()
     subprocess.run([sys.executable, "-c", "import sepray.sweep.raytune.tuner"], check=True, timeout=300)
-    return max(20, math.ceil(10 * (time.perf_counter() - start)))
+    return max(15, math.ceil(10 * (time.perf_counter() - start)))
 
 
 @pytest.fixture(scope="module")
