@@ -30,15 +30,18 @@ from sepray.sweep.trial import TrialContext, close_orphans
 STATE_FILE = "sepray_sweep.json"  # in the Ray experiment folder: parent run id, tracking URI, spec
 
 
-def prepare_data(spec: SweepSpec) -> None:
-    """Generate the synthetic corpus once in the driver, so trials do not wait on each other to build it."""
+def prepare_data(spec: SweepSpec, log=print) -> None:
+    """Generate the synthetic corpus (and decode real corpora into the audio cache) once in the driver, so
+    trials do not wait on each other to build it or decode the same files at once."""
     from sepray.config import DataConfig
-    from sepray.data import ensure_synthetic_corpus
+    from sepray.data import ensure_synthetic_corpus, prepare_corpora
     from sepray.schema import build_dataclass
 
     data = build_dataclass(DataConfig, spec.fixed["data"], f"{spec.label}: data")
     if data.path is None:
         ensure_synthetic_corpus(data)
+    else:
+        prepare_corpora(data, log)
 
 
 def run_sweep(
@@ -78,7 +81,7 @@ def run_sweep(
         sweep = TrialContext.of(spec, trial_tracking_uri(uri, address, log), parent.run_id)
         started = time.time()
         try:
-            prepare_data(spec)
+            prepare_data(spec, log)
             _restore_snapshot(spec, resume, log)
             results = tuner.fit(spec, sweep, resume, log)
             trials = [_trial_summary(r) for r in results]
