@@ -174,6 +174,35 @@ class DataConfig:
         return " + ".join(c.corpus_name for c in self.corpora())
 
 
+def absolute_data_paths(data: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a raw ``data`` section whose relative dataset roots and split files are absolute (against the
+    working folder): a sweep's trials read them from their own working folders. Anything else is left as it is
+    (``synthetic``, URIs, values the validation will reject)."""
+
+    def absolute(value: Any, builtin: tuple[str, ...]) -> Any:
+        if not isinstance(value, str) or not value or value in builtin or "://" in value:
+            return value
+        return str(Path(value).expanduser().absolute())
+
+    def root(entry: Any) -> Any:
+        if isinstance(entry, dict):
+            entry = dict(entry)
+            entry["path"] = absolute(entry.get("path"), (SYNTHETIC,))
+            if "split" in entry:
+                entry["split"] = absolute(entry["split"], BUILTIN_SPLITS)
+            return entry
+        return absolute(entry, (SYNTHETIC,))
+
+    out = copy.deepcopy(data)
+    if isinstance(out.get("path"), list):
+        out["path"] = [root(entry) for entry in out["path"]]
+    elif "path" in out:
+        out["path"] = root(out["path"])
+    if "split" in out:
+        out["split"] = absolute(out["split"], BUILTIN_SPLITS)
+    return out
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """One training loop for every model."""

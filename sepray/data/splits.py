@@ -11,8 +11,8 @@
 * ``mir1k-standard`` (MIR-1K only; Huang et al. 2014, Park et al. 2018): train on the 175 clips of ``abjones``
   and ``amy``, test on the other 825 clips (17 singers). Validation: whole songs (``<singer>_<song>``) of the
   training singers, each singer's songs in ``sha1`` order until ``round(valid_fraction * its clips)`` clips are
-  reached (at least one song each when valid_fraction > 0, never its last song): 26 clips (4 songs) at the
-  default 0.15. Validation shares singers with training by design (there are only two); test shares none.
+  reached (at least one song each when valid_fraction > 0, never its last song): on MIR-1K 31 clips (4 songs)
+  at the default 0.15, 24 (3 songs) at 0.1. Validation shares singers with training by design (there are only two); test shares none.
 * a split file (``.yaml`` / ``.yml`` / ``.json``): ``{train: [...], valid: [...], test: [...]}`` of song names
   (a folder name, a clip's file name without ``.wav``, a track's name without ``.stem.mp4``); ``train`` is
   required, ``valid`` / ``test`` may be left out or empty. A name the corpus does not have, or one listed twice,
