@@ -200,3 +200,23 @@ def test_remix_prob_zero_draws_the_same_batches_as_before():
     first, second, third = plain.batch(16), zero.batch(16), some.batch(16)
     assert torch.equal(first[0], second[0]) and torch.equal(first[1], second[1])
     assert not torch.equal(first[0], third[0])  # remixing draws from the same generator: batches change
+
+
+def test_evaluation_scores_only_the_eval_corpus_test_songs(tmp_path, mlflow_uri):
+    """`sepray evaluate` (and a sweep's test stage, which calls it) scores the test songs of data.eval_corpus."""
+    from sepray.evaluate import evaluate_run
+    from sepray.train import train_run
+
+    ccmixter = ccmixter_tree(tmp_path / "ccm", count=6)
+    clips = {f"singer{i}": {1: 1} for i in range(4)}
+    mir1k = mir1k_folder(tmp_path / "mir", clips, seconds=1.5, sr=16000)
+    roots = json.dumps([str(ccmixter), {"path": str(mir1k), "name": "mir"}])
+    overrides = [f"data.path={roots}", f"data.cache_dir={tmp_path / 'cache'}", "data.eval_corpus=mir"]
+    cfg = load_config("unittest", [*overrides, "train.epochs=1"])
+    result = train_run(
+        cfg, experiment="corpora", checkpoint_root=str(tmp_path / "runs"), uri=mlflow_uri, log=lambda *a: None
+    )
+    evaluated = evaluate_run(result.run_id, uri=mlflow_uri, device="cpu")
+    expected = [s.name for s in load_splits(cfg.data, ("test",))["test"]]
+    assert expected and all(name.startswith("mir/singer") for name in expected)
+    assert sorted(evaluated["songs"]) == sorted(expected) and evaluated["data"] == "ccm + mir"
