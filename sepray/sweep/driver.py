@@ -9,6 +9,7 @@ child runs no trial is alive to finish, and evaluates the top-k on the full test
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -28,6 +29,14 @@ from sepray.sweep.spec import SweepSpec, load_spec
 from sepray.sweep.trial import TrialContext, close_orphans
 
 STATE_FILE = "sepray_sweep.json"  # in the Ray experiment folder: parent run id, tracking URI, spec
+
+
+def with_absolute_data_paths(spec: SweepSpec) -> SweepSpec:
+    """The spec with its fixed dataset roots and split files made absolute against the driver's working folder:
+    Ray Tune runs each trial in its own working folder (``RAY_CHDIR_TO_TRIAL_DIR``)."""
+    from sepray.config import absolute_data_paths
+
+    return dataclasses.replace(spec, fixed={**spec.fixed, "data": absolute_data_paths(spec.fixed["data"])})
 
 
 def prepare_data(spec: SweepSpec, log=print) -> None:
@@ -62,7 +71,7 @@ def run_sweep(
     """
     from sepray.sweep import leaderboard
 
-    spec = load_spec(spec_path, overrides, smoke_test)
+    spec = with_absolute_data_paths(load_spec(spec_path, overrides, smoke_test))
     # save the experiment state often (--resume loses less); keep MLflow's download bars out of the output
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "5")
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")

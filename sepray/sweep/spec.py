@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 
 from sepray import SOURCES, names
-from sepray.config import RunConfig, TrainConfig, absolute_data_paths, resolve
+from sepray.config import RunConfig, TrainConfig, resolve
 from sepray.schema import ConfigError, build_dataclass, coerce, parse_override, set_dotted
 from sepray.sweep.params import SECTIONS, Param, model_hint, parse_params
 from sepray.sweep.sections import TOP_KEYS, Budget, Resources, Scheduler, Search, SpecError
@@ -251,7 +251,6 @@ def _parse(raw: dict[str, Any], label: str) -> SweepSpec:
     for s in SECTIONS:
         if not isinstance(fixed[s], dict):
             raise SpecError(f"{label}: {s}: expected a mapping")
-    fixed["data"] = absolute_data_paths(fixed["data"])  # trials run in their own working folders
     train = fixed["train"]
     if budget.epochs is not None:
         train["epochs"] = budget.epochs
