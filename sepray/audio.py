@@ -9,6 +9,7 @@ time with :func:`read_stream`; :func:`probe` tells how many streams a file has.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import os
@@ -265,8 +266,15 @@ def ffmpeg_tools(path: str | os.PathLike) -> tuple[str, str]:
 
 
 def _ffprobe_streams(path: Path) -> list[dict]:
-    """[{sample_rate, channels, frames}] of each audio stream of an MP4 / M4A file, in stream order."""
+    """[{sample_rate, channels, frames}] of each audio stream of an MP4 / M4A file, in stream order (asked of
+    ffprobe once per file version: a .stem.mp4's five streams are decoded one call each)."""
     check_audio_path(path)
+    st = Path(path).stat()
+    return _ffprobe_cached(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=256)
+def _ffprobe_cached(path: str, size: int, mtime_ns: int) -> list[dict]:
     _, ffprobe = ffmpeg_tools(path)
     command = [ffprobe, "-v", "error", "-select_streams", "a", "-of", "json", str(path)]
     command[-1:-1] = ["-show_entries", "stream=sample_rate,channels,duration:format=duration"]

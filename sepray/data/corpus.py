@@ -167,6 +167,8 @@ def _load_song(
     )
     song = _memo.get(memo_key)
     if song is not None:
+        if corpus is not None:  # a song first loaded on its own (load_song_folder) joins its corpus
+            song.meta.setdefault("corpus", corpus)
         return song
     # the files are probed only when something must be decoded: a cached song reads no audio file
     decoded = load_prepared_parts(parts, sr, ch, cache_dir, before_decoding=lambda: _check_files(files))
