@@ -32,7 +32,7 @@ from sepray.bss_eval import GLOBAL_SCORES
 from sepray.errors import UsageError
 from sepray.numbers import is_finite
 from sepray.sweep import report_plots, report_stats
-from sepray.sweep.leaderboard import collect_rows, format_leaderboard, rank
+from sepray.sweep.leaderboard import collect_rows, format_leaderboard, has_model, rank
 from sepray.sweep.objectives import is_bss_select, select_parts
 from sepray.sweep.report_html import render
 
@@ -169,7 +169,7 @@ def write_report(folder: Path, spec, rows: list[dict[str, Any]], uri: str) -> No
     weights = {run_id: lengths for run_id, (_, lengths) in per_song.items() if lengths}
     curves = {r["run_id"]: tracking.Run(r["run_id"], uri).metric_history(spec.metric) for r in rows}
     curves = {k: [(s, v) for s, v in pts if s >= 1] for k, pts in curves.items()}
-    listen = [r for r in rows if r["outcome"] == names.FINISHED][:LISTEN_TOP]
+    listen = [r for r in rows if has_model(r)][:LISTEN_TOP]
     excerpts = {r["run_id"]: _copy_excerpt(r["run_id"], folder, uri) for r in listen}
     images = _figures(folder / "images", spec, rows, curves)
     page = render(spec, rows, songs, excerpts, images, weights)
