@@ -8,6 +8,7 @@ import os
 import shlex
 import signal
 import sys
+import typing
 from pathlib import Path
 
 import sepray
@@ -203,8 +204,16 @@ def cmd_presets(args: argparse.Namespace) -> None:
         print(name)
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (``sepray: error: ... (see PROG --help)``), exit 2, like every
+    other user error; subcommand parsers are of this class too (``add_subparsers`` uses the parent's)."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(EXIT_USER_ERROR, f"sepray: error: {' '.join(message.split())} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="sepray", description=sepray.__doc__)
+    p = OneLineParser(prog="sepray", description=sepray.__doc__)
     p.add_argument("--version", action="version", version=f"sepray {sepray.__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
