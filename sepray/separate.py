@@ -67,11 +67,18 @@ def chunk_windows(model: Separator, length: int, chunk: int) -> Iterator[tuple[i
         for a in range(0, length, stride):
             yield a - left, a - left + n_in, a, min(length, a + stride), 0
         return
-    t_pad = math.ceil(length / step) * step  # the model sees the song zero-padded to a multiple of step
+    t_pad = _padded_length(model, length)
     for a in range(0, t_pad, chunk):
         b = min(t_pad, a + chunk)
         w0, w1 = max(0, a - model.halo), min(t_pad, b + model.halo)
         yield w0, w1, a, min(b, length), a - w0
+
+
+def _padded_length(model: Separator, length: int) -> int:
+    """Same-padding models (``halo > 0``) see a song zero-padded to their smallest valid input that holds it:
+    a multiple of ``step``, and at least their shortest input (an STFT model's ``n_fft // 2`` reflect pad), so a
+    song of one sample separates too."""
+    return model.input_length(max(length, 1))
 
 
 def _segment(x: torch.Tensor, x_start: int, start: int, stop: int) -> torch.Tensor:
@@ -131,7 +138,7 @@ def run_whole(model: Separator, mix: torch.Tensor, device: torch.device | str = 
         left = (n_in - n_out) // 2
         x = dsp.pad_to(mix, left, n_in - left - T)
     else:
-        x = dsp.pad_to(mix, 0, math.ceil(T / model.step) * model.step - T)
+        x = dsp.pad_to(mix, 0, _padded_length(model, T) - T)
     return _model_call(model, x, device)[..., :T]
 
 

@@ -23,10 +23,13 @@ from sepray.models import build_model
 from sepray.output_folders import SEPARATION_MANIFEST
 from sepray.package import PackageInfo
 from sepray.separate import (
+    run_chunked,
+    run_whole,
     separate_file,
     separate_song,
     separate_stream,
 )
+from tests.models.test_models import TINY_STRUCTURE_A, TINY_UMT
 from tests.test_package_and_separate import TINY, tiny
 
 
@@ -343,3 +346,49 @@ def test_full_band_output_keeps_the_band_above_the_model_rate(tmp_path):
     folder = separate_file(model, info, path, tmp_path / "out", chunk_seconds=1.0, show_progress=False)
     got = {name: read_audio(folder / f"{name}.wav")[0] for name in SOURCES}
     assert (got["vocals"] + got["accompaniment"] - mix).abs().max() < 2e-4  # PCM_16 rounding, twice
+
+
+def _every_family():
+    """(label, model, PackageInfo) for each model family (and head / decoder variant) at 8 kHz; spec-unet-small
+    keeps its real STFT geometry (n_fft 512, hop 128: shortest input 384 samples)."""
+    cases = {key: TINY[key] for key in TINY}
+    cases["structure_a"] = ("structure_a", TINY_STRUCTURE_A)
+    cases["umt"] = ("umt", TINY_UMT)
+    cases["umt-autoregressive"] = ("umt", {**TINY_UMT, "decoder": "autoregressive"})
+    preset = load_config("spec-unet-small")
+    cases["spec-unet-small"] = (preset.model_name, {**preset.model, "audio_channels": 1})
+    for label, (name, cfg) in cases.items():
+        torch.manual_seed(0)
+        model = build_model(name, {**cfg, "audio_channels": 1})
+        yield label, model, PackageInfo(name, dict(model.config.__dict__), 8000, 1, tuple(model.sources))
+
+
+@pytest.mark.parametrize("frames, rate", [(1, 16000), (80, 8000)])
+def test_a_song_of_one_sample_or_ten_ms_separates_with_every_model_family(tmp_path, frames, rate):
+    """`sepray separate` of a 1-sample or 0.01 s WAV used to end in `ValueError ... must be a multiple of hop
+    128` (STFT models); the song is zero-padded to the model's shortest input and cut back to its length."""
+    path = noise_file(tmp_path / "short.wav", frames / rate, rate, 2)
+    mix, _ = read_audio(path)
+    for label, model, info in _every_family():
+        out = tmp_path / label
+        folder = separate_file(model, info, path, out, chunk_seconds=0.05, show_progress=False)
+        got = {name: read_audio(folder / f"{name}.wav") for name in SOURCES}
+        for name, (audio, got_rate) in got.items():
+            assert (got_rate, *audio.shape) == (rate, 2, frames), (label, name)
+        if (
+            model.sources == ("vocals", "accompaniment")
+            and getattr(model.config, "output", "") == "difference"
+        ):
+            total = got["vocals"][0] + got["accompaniment"][0]
+            assert torch.allclose(total, mix, atol=1e-4), label
+
+
+@pytest.mark.parametrize("key", sorted(TINY))
+@pytest.mark.parametrize("length", [1, 47])
+def test_chunked_equals_one_shot_below_the_shortest_input(key, length):
+    _, model = tiny(key)
+    mix = torch.randn(1, 1, length) * 0.3
+    whole = run_whole(model, mix)
+    chunked = run_chunked(model, mix, chunk=16)
+    assert chunked.shape == whole.shape == (1, len(model.sources), 1, length)
+    assert torch.allclose(chunked, whole, atol=1e-5), (chunked - whole).abs().max()
