@@ -1,11 +1,13 @@
 """The only module that reads and writes audio files (soundfile).
 
-Audio in memory is a float32 tensor of shape (channels, time) in [-1, 1]. Long files are read and written
-in blocks through :class:`AudioReader` and :class:`AudioWriter`, so memory does not grow with their length.
+Audio in memory is a float32 tensor of shape (channels, time), nominally in [-1, 1] (float files may exceed
+it). Long files are read and written in blocks through :class:`AudioReader` and :class:`AudioWriter`, so
+memory does not grow with their length.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from pathlib import Path
@@ -14,7 +16,10 @@ import numpy as np
 import soundfile as sf
 import torch
 
+from sepray.atomic import no_space_error
 from sepray.errors import UserError
+
+FLOAT_SUBTYPES = ("FLOAT", "DOUBLE")
 
 
 class AudioError(UserError, ValueError):
@@ -60,9 +65,15 @@ class AudioReader:
         self.samplerate = int(self._file.samplerate)
         self.channels = int(self._file.channels)
         self.frames = int(self._file.frames)
+        self.subtype = str(self._file.subtype)  # e.g. PCM_16, FLOAT
         if self.frames == 0:
             self.close()
             raise AudioError(f"{self.path}: empty audio file (0 samples)")
+
+    @property
+    def is_float(self) -> bool:
+        """Whether the file holds float samples (which may exceed full scale, [-1, 1])."""
+        return self.subtype in FLOAT_SUBTYPES
 
     def read(self, start: int, stop: int) -> torch.Tensor:
         """Frames [start, stop) as (channels, stop - start), zeros outside the file."""
@@ -88,6 +99,13 @@ class AudioReader:
             out[:, lo - start : hi - start] = torch.from_numpy(data.T)
         return out
 
+    def peak(self, block: int = 1 << 18) -> float:
+        """The largest absolute sample of the whole file, read in blocks (AudioError on a NaN / inf sample)."""
+        peak = 0.0
+        for start in range(0, self.frames, block):
+            peak = max(peak, float(self.read(start, min(start + block, self.frames)).abs().max()))
+        return peak
+
     def close(self) -> None:
         self._file.close()
 
@@ -101,9 +119,11 @@ class AudioReader:
 class AudioWriter:
     """A WAV file written block by block: ``with AudioWriter(path, rate, channels) as w: w.write(block)``.
 
-    Blocks are (channels, time) tensors, clipped to [-1, 1]. The file is written under a temporary name in
-    the same folder and renamed to ``path`` when the ``with`` block ends without an error; on an error the
-    temporary file is deleted, so ``path`` never holds a half-written file.
+    Blocks are (channels, time) tensors. PCM subtypes (``PCM_16``, the default) clip them to [-1, 1]; ``FLOAT``
+    keeps every value. :meth:`to_float` switches a PCM file to float mid-way, keeping what was written. The
+    file is written under a temporary name in the same folder and renamed to ``path`` when the ``with`` block
+    ends without an error; on an error the temporary file is deleted, so ``path`` never holds a half-written
+    file. A full disk raises :class:`sepray.errors.NoSpaceError` naming ``path``.
     """
 
     def __init__(
@@ -115,9 +135,16 @@ class AudioWriter:
         self.subtype = subtype
         self.frames = 0
 
-    def __enter__(self) -> AudioWriter:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(suffix=".wav", prefix=".tmp-", dir=self.path.parent)
+    @property
+    def is_float(self) -> bool:
+        return self.subtype in FLOAT_SUBTYPES
+
+    def _open(self) -> None:
+        """A new temporary file beside ``path`` (``self._tmp``), opened for writing as ``self._file``."""
+        try:
+            fd, tmp = tempfile.mkstemp(suffix=".wav", prefix=".tmp-", dir=self.path.parent)
+        except OSError as exc:
+            raise self._error(exc) from None
         os.close(fd)
         self._tmp = Path(tmp)
         try:
@@ -127,6 +154,10 @@ class AudioWriter:
         except BaseException:
             self._tmp.unlink(missing_ok=True)
             raise
+
+    def __enter__(self) -> AudioWriter:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._open()
         return self
 
     def write(self, audio: torch.Tensor) -> None:
@@ -135,18 +166,78 @@ class AudioWriter:
             raise ValueError(
                 f"{self.path}: expected audio of shape ({self.channels}, time), got {tuple(audio.shape)}"
             )
-        data = audio.detach().to("cpu", torch.float32).clamp(-1.0, 1.0).numpy().T
-        self._file.write(np.ascontiguousarray(data))
+        data = audio.detach().to("cpu", torch.float32)
+        if not self.is_float:
+            data = data.clamp(-1.0, 1.0)
+        self._write(np.ascontiguousarray(data.numpy().T))
         self.frames += audio.shape[-1]
+
+    def _write(self, data: np.ndarray) -> None:
+        try:
+            self._file.write(data)
+        except (sf.SoundFileRuntimeError, OSError) as exc:
+            raise self._error(exc) from None
+
+    def to_float(self) -> None:
+        """Continue as 32-bit float WAV, which holds any value: what was written so far is copied over
+        exactly (block by block), the rest is no longer clipped."""
+        if self.is_float:
+            return
+        self._file.close()
+        pcm, self.subtype = self._tmp, "FLOAT"
+        try:
+            self._open()
+            with sf.SoundFile(str(pcm)) as src:
+                for block in src.blocks(blocksize=1 << 16, dtype="float32", always_2d=True):
+                    self._write(block)
+        finally:
+            pcm.unlink(missing_ok=True)
+
+    def _error(self, exc: BaseException) -> Exception:
+        """A failed write -> NoSpaceError when the disk is full, else AudioError; both name ``path``."""
+        detail = _libsndfile_detail(self._file) if isinstance(exc, sf.SoundFileRuntimeError) else str(exc)
+        full = getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT)
+        if full or "No space left" in detail or "quota exceeded" in detail:
+            return no_space_error(self.path)
+        return AudioError(f"{self.path}: cannot write audio ({detail or _short(exc)})")
 
     def __exit__(self, exc_type, exc, tb) -> None:
         try:
-            self._file.close()
+            try:
+                self._file.close()
+            except (sf.SoundFileRuntimeError, OSError) as error:
+                if exc_type is None:  # else the error already raised is the one to report
+                    raise self._error(error) from None
             if exc_type is None:
                 os.chmod(self._tmp, 0o644)  # mkstemp creates owner-only files; outputs are ordinary files
                 os.replace(self._tmp, self.path)
         finally:
             self._tmp.unlink(missing_ok=True)  # no-op after the rename
+
+
+def write_unclipped(writers: dict[str, AudioWriter], blocks: dict[str, torch.Tensor]) -> float | None:
+    """Append ``blocks[name]`` (channels, time) to ``writers[name]``; when a PCM file would clip one (a sample
+    beyond [-1, 1]), every writer first switches to float (:meth:`AudioWriter.to_float`), so that nothing is
+    clipped and sources that sum to a mixture still do. Returns the peak that made them switch, else None."""
+    switched = None
+    if not all(w.is_float for w in writers.values()):
+        peak = max((float(blocks[name].abs().max()) for name in writers if blocks[name].numel()), default=0.0)
+        if peak > 1.0:
+            for writer in writers.values():
+                writer.to_float()
+            switched = peak
+    for name, writer in writers.items():
+        writer.write(blocks[name])
+    return switched
+
+
+def _libsndfile_detail(file: sf.SoundFile | None) -> str:
+    """libsndfile's own message for the last error on ``file`` (it names the system error, e.g. "No space left
+    on device", where soundfile's exception says only "System error"); "" when it cannot be had."""
+    try:
+        return sf._ffi.string(sf._snd.sf_strerror(file._file)).decode(errors="replace").strip()
+    except Exception:  # a private soundfile API: degrade to the exception's own text
+        return ""
 
 
 def read_audio(path: str | os.PathLike) -> tuple[torch.Tensor, int]:
@@ -162,7 +253,7 @@ def read_audio(path: str | os.PathLike) -> tuple[torch.Tensor, int]:
 def write_audio(
     path: str | os.PathLike, audio: torch.Tensor, sample_rate: int, subtype: str = "PCM_16"
 ) -> None:
-    """Write (channels, time) audio atomically (temp file + rename), clipping to [-1, 1]."""
+    """Write (channels, time) audio atomically (temp file + rename); PCM subtypes clip to [-1, 1]."""
     if audio.dim() != 2:
         raise ValueError(f"expected audio of shape (channels, time), got {tuple(audio.shape)}")
     with AudioWriter(path, sample_rate, audio.shape[0], subtype) as writer:

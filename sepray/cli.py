@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import shlex
@@ -151,8 +152,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             num_cpus=args.num_cpus,
             resume_command=resume_command(args),
         )
-    except KeyboardInterrupt:
-        return 128 + int(INTERRUPTED["signal"] or signal.SIGINT)  # 130 for Ctrl-C, 143 for SIGTERM
+    except KeyboardInterrupt as exc:  # 130 for Ctrl-C, 143 for SIGTERM
+        return 128 + int(INTERRUPTED["signal"] or getattr(exc, "signum", signal.SIGINT))
     if outcome.get("interrupted"):
         return 128 + int(outcome.get("signal") or signal.SIGINT)
     return 0 if outcome.get("best_run_id") else 1
@@ -298,13 +299,40 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised as Ctrl-C's KeyboardInterrupt is, so that a command cleans up the same way."""
+
+    signum = signal.SIGTERM
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    """While the block runs (in the main thread), SIGTERM raises :class:`Terminated`; a second SIGTERM during
+    the clean-up is ignored rather than cutting it short."""
+
+    def terminate(signum, frame) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise Terminated()
+
+    try:
+        previous = signal.signal(signal.SIGTERM, terminate)
+    except ValueError:  # not the main thread: signals are not ours to handle
+        previous = None
+    try:
+        yield
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        code = args.func(args)
-    except KeyboardInterrupt:
+        with sigterm_as_interrupt():
+            code = args.func(args)
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (Terminated): exit 130 / 143
         print("sepray: interrupted", file=sys.stderr)
-        return 130
+        return 128 + int(getattr(exc, "signum", signal.SIGINT))
     except (UserError, OSError) as exc:
         if isinstance(exc, OSError) and not isinstance(exc, UserError) and exc.filename is None:
             raise  # not about a path the user gave (e.g. a broken connection): a bug or an outage, in full
