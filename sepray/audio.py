@@ -103,7 +103,15 @@ class AudioReader:
         """The largest absolute sample of the whole file, read in blocks (AudioError on a NaN / inf sample)."""
         peak = 0.0
         for start in range(0, self.frames, block):
-            peak = max(peak, float(self.read(start, min(start + block, self.frames)).abs().max()))
+            stop = min(start + block, self.frames)
+            try:
+                self._file.seek(start)
+                high = float(np.abs(self._file.read(stop - start, dtype="float32")).max())
+            except Exception as exc:
+                raise AudioError(f"{self.path}: cannot read audio ({_short(exc)})") from None
+            if not np.isfinite(high):
+                self.read(start, stop)  # raises the AudioError naming the first bad sample's time
+            peak = max(peak, high)
         return peak
 
     def close(self) -> None:
