@@ -77,14 +77,20 @@ MALFORMED_YAML = [
 
 
 @pytest.mark.parametrize("text, needle", MALFORMED_YAML)
-@pytest.mark.parametrize("command", ["train", "sweep"])
-def test_malformed_yaml_names_file_line_and_column(tmp_path, capsys, monkeypatch, command, text, needle):
-    """Configs (`sepray train`) and sweep specs (`sepray sweep`): `FILE: line L, column C: what is wrong`."""
+def test_malformed_yaml_names_file_line_and_column(tmp_path, capsys, monkeypatch, text, needle):
+    """Configs (`sepray train`, through the CLI) and sweep specs (`load_spec`, which `sepray sweep` calls
+    first; its SpecError is printed the same way): `FILE: line L, column C: what is wrong`, one line."""
+    from sepray.sweep.sections import SpecError
+    from sepray.sweep.spec import load_spec
+
     monkeypatch.chdir(tmp_path)
     path = tmp_path / "bad.yaml"
     path.write_text(text)
-    assert main([command, str(path)]) == 2
+    assert main(["train", str(path)]) == 2
     _one_line_error(capsys, f"{path}: {needle}")
+    with pytest.raises(SpecError) as exc:
+        load_spec(path)
+    assert str(exc.value).startswith(f"{path}: {needle}") and "\n" not in str(exc.value)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml"]  # no store, no runs
 
 
