@@ -1,7 +1,8 @@
 """Folders sepray writes for a user (``sepray separate``'s song folders, ``sepray report --out``) and the one
 rule for replacing them: only a folder holding sepray's manifest and nothing but the files that manifest lists
 is ever replaced; anything else at the target (a file, a link, a folder of the user's, a sepray folder the
-user added a file to) is an error naming it, and is left untouched. Imports only :mod:`sepray.errors`.
+user added a file to) is an error naming it, and is left untouched. Imports only :mod:`sepray.errors` (and
+sepray's version).
 """
 
 from __future__ import annotations
