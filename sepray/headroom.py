@@ -6,7 +6,7 @@ accompaniment no longer added up to the mixture. :func:`level_of` scans such an 
 full scale the model is given the song at ``1 / peak`` of its level (:class:`ScaledReader`) and
 :meth:`Level.restore` scales the estimates back, so nothing is clamped and the estimates still sum to the
 mixture (for the models whose estimates do). Float inputs are written as float files (any value); see
-:func:`sepray.audio.write_unclipped` for estimates of a PCM input that exceed full scale.
+:func:`write_unclipped` for estimates of a PCM input that exceed full scale.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from sepray.audio import AudioReader
+from sepray.audio import AudioReader, AudioWriter
 
 
 class ScaledReader:
@@ -68,3 +68,19 @@ def level_of(reader: AudioReader) -> Level:
         return Level(reader, None, "PCM_16")
     peak = reader.peak()
     return Level(ScaledReader(reader, 1.0 / peak) if peak > 1.0 else reader, peak, "FLOAT")
+
+
+def write_unclipped(writers: dict[str, AudioWriter], blocks: dict[str, torch.Tensor]) -> float | None:
+    """Append ``blocks[name]`` (channels, time) to ``writers[name]``; when a PCM file would clip one (a sample
+    beyond [-1, 1]), every writer first switches to float (:meth:`AudioWriter.to_float`), so that nothing is
+    clipped and sources that sum to a mixture still do. Returns the peak that made them switch, else None."""
+    switched = None
+    if not all(w.is_float for w in writers.values()):
+        peak = max((float(blocks[name].abs().max()) for name in writers if blocks[name].numel()), default=0.0)
+        if peak > 1.0:
+            for writer in writers.values():
+                writer.to_float()
+            switched = peak
+    for name, writer in writers.items():
+        writer.write(blocks[name])
+    return switched

@@ -23,10 +23,10 @@ from typing import Protocol
 import torch
 
 from sepray import SOURCES, dsp
-from sepray.audio import AudioReader, AudioWriter, write_unclipped
+from sepray.audio import AudioReader, AudioWriter
 from sepray.device import generation_threads, torch_threads
 from sepray.errors import UsageError
-from sepray.headroom import level_of
+from sepray.headroom import level_of, write_unclipped
 from sepray.models import Separator
 from sepray.output_folders import (
     SEPARATION,
