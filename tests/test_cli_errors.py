@@ -78,8 +78,10 @@ MALFORMED_YAML = [
 
 @pytest.mark.parametrize("text, needle", MALFORMED_YAML)
 def test_malformed_yaml_names_file_line_and_column(tmp_path, capsys, monkeypatch, text, needle):
-    """Configs (`sepray train`, through the CLI) and sweep specs (`load_spec`, which `sepray sweep` calls
-    first; its SpecError is printed the same way): `FILE: line L, column C: what is wrong`, one line."""
+    """Configs (`sepray train`, through the CLI), sweep specs (`load_spec`, which `sepray sweep` calls first;
+    its SpecError is printed the same way) and split files: `FILE: line L, column C: what is wrong`, one line."""
+    from sepray.data.layouts import DatasetError
+    from sepray.data.splits import read_split_file
     from sepray.sweep.sections import SpecError
     from sepray.sweep.spec import load_spec
 
@@ -90,6 +92,9 @@ def test_malformed_yaml_names_file_line_and_column(tmp_path, capsys, monkeypatch
     _one_line_error(capsys, f"{path}: {needle}")
     with pytest.raises(SpecError) as exc:
         load_spec(path)
+    assert str(exc.value).startswith(f"{path}: {needle}") and "\n" not in str(exc.value)
+    with pytest.raises(DatasetError) as exc:  # a data.split file
+        read_split_file(path)
     assert str(exc.value).startswith(f"{path}: {needle}") and "\n" not in str(exc.value)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml"]  # no store, no runs
 
