@@ -156,7 +156,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         return 128 + int(INTERRUPTED["signal"] or getattr(exc, "signum", signal.SIGINT))
     if outcome.get("interrupted"):
         return 128 + int(outcome.get("signal") or signal.SIGINT)
-    return 0 if outcome.get("best_run_id") else 1
+    if outcome.get("best_run_id"):
+        return 0
+    print(f"sepray: error: {args.spec}: no best model: {outcome.get('no_best_reason')}", file=sys.stderr)
+    return 1
 
 
 def resume_command(args: argparse.Namespace) -> str:

@@ -33,7 +33,7 @@ from sepray.errors import UsageError, UserPathError
 from sepray.numbers import is_finite
 from sepray.owned_folders import FolderKind, check_replaceable, write_manifest
 from sepray.sweep import report_plots, report_stats
-from sepray.sweep.leaderboard import collect_rows, format_leaderboard, rank
+from sepray.sweep.leaderboard import collect_rows, format_leaderboard, has_model, rank
 from sepray.sweep.report_html import render
 
 LISTEN_TOP = 3  # trials whose excerpts the report plays
@@ -202,7 +202,7 @@ def write_report(folder: Path, spec, rows: list[dict[str, Any]], uri: str) -> No
     songs = {r["run_id"]: _per_song(r["run_id"], uri) for r in rows if _evaluated(r)}
     curves = {r["run_id"]: tracking.Run(r["run_id"], uri).metric_history(spec.metric) for r in rows}
     curves = {k: [(s, v) for s, v in pts if s >= 1] for k, pts in curves.items()}
-    listen = [r for r in rows if r["outcome"] == names.FINISHED][:LISTEN_TOP]
+    listen = [r for r in rows if has_model(r)][:LISTEN_TOP]
     excerpts = {r["run_id"]: _copy_excerpt(r["run_id"], folder, uri) for r in listen}
     images = _figures(folder / "images", spec, rows, curves)
     page = render(spec, rows, songs, excerpts, images)
