@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import shlex
 import signal
 import sys
+import typing
 from pathlib import Path
 
 import sepray
@@ -153,8 +155,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             num_cpus=args.num_cpus,
             resume_command=resume_command(args),
         )
-    except KeyboardInterrupt:
-        return 128 + int(INTERRUPTED["signal"] or signal.SIGINT)  # 130 for Ctrl-C, 143 for SIGTERM
+    except KeyboardInterrupt as exc:  # 130 for Ctrl-C, 143 for SIGTERM
+        return 128 + int(INTERRUPTED["signal"] or getattr(exc, "signum", signal.SIGINT))
     if outcome.get("interrupted"):
         return 128 + int(outcome.get("signal") or signal.SIGINT)
     if outcome.get("best_run_id"):
@@ -209,8 +211,16 @@ def cmd_presets(args: argparse.Namespace) -> None:
         print(name)
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (``sepray: error: ... (see PROG --help)``), exit 2, like every
+    other user error; subcommand parsers are of this class too (``add_subparsers`` uses the parent's)."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(EXIT_USER_ERROR, f"sepray: error: {' '.join(message.split())} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="sepray", description=sepray.__doc__)
+    p = OneLineParser(prog="sepray", description=sepray.__doc__)
     p.add_argument("--version", action="version", version=f"sepray {sepray.__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -309,13 +319,40 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised as Ctrl-C's KeyboardInterrupt is, so that a command cleans up the same way."""
+
+    signum = signal.SIGTERM
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    """While the block runs (in the main thread), SIGTERM raises :class:`Terminated`; a second SIGTERM during
+    the clean-up is ignored rather than cutting it short."""
+
+    def terminate(signum, frame) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise Terminated()
+
+    try:
+        previous = signal.signal(signal.SIGTERM, terminate)
+    except ValueError:  # not the main thread: signals are not ours to handle
+        previous = None
+    try:
+        yield
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        code = args.func(args)
-    except KeyboardInterrupt:
+        with sigterm_as_interrupt():
+            code = args.func(args)
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (Terminated): exit 130 / 143
         print("sepray: interrupted", file=sys.stderr)
-        return 130
+        return 128 + int(getattr(exc, "signum", signal.SIGINT))
     except (UserError, OSError) as exc:
         if isinstance(exc, OSError) and not isinstance(exc, UserError) and exc.filename is None:
             raise  # not about a path the user gave (e.g. a broken connection): a bug or an outage, in full

@@ -27,7 +27,7 @@ from sepray.atomic import file_in_the_way, write_text_atomically
 from sepray.audio import read_audio
 from sepray.errors import UsageError, UserError
 from sepray.metrics import median_sdr, sdr_frames, utterance_sdr
-from sepray.numbers import json_safe, nanmedian
+from sepray.numbers import json_safe
 
 METRIC = "sdr (museval v4, 1 s frames, median over frames)"
 UTTERANCE_METRIC = "utterance sdr (MDX challenge: 10*log10((sum s^2 + 1e-7) / (sum (s - s_hat)^2 + 1e-7)))"
@@ -65,8 +65,9 @@ def score_folders(
          "unscored_songs": {"reference_only": [...], "estimate_only": [...]},
          "notes": ["...", ...]}
 
-    Values are floats in dB; NaN (no defined frame) becomes ``None`` and +/-inf (an estimate equal to its
-    reference) the strings ``"inf"`` / ``"-inf"``, so the dict is plain JSON. Medians skip NaN.
+    Values are floats in dB; NaN (no defined frame) becomes ``None`` and +inf (an estimate equal to its
+    reference) the string ``"inf"``, so the dict is plain JSON. Medians skip NaN and keep +inf: a median
+    over songs of which at least half are exact is ``"inf"``; a note names every song and median that is.
 
     Raises:
         ScoringError: a missing folder, no song in common, a common song with no source in common or
@@ -103,7 +104,7 @@ def score_folders(
         songs = {
             song: _score_song(reference_dir / song, estimate_dir / song, notes, scored) for song in common
         }
-        result = _museval_result(songs)
+        result = _museval_result(songs, notes)
     result["unscored_songs"] = {
         "reference_only": sorted(set(reference_songs) - set(common)),
         "estimate_only": sorted(set(estimate_songs) - set(common)),
@@ -114,8 +115,14 @@ def score_folders(
     return result
 
 
-def _museval_result(songs: dict[str, dict]) -> dict:
+def _museval_result(songs: dict[str, dict], notes: list[str]) -> dict:
     sources = _ordered({source for scores in songs.values() for source in scores})
+    exact = [src for src in sources if _median_over_songs(songs, src, "sdr") == math.inf]
+    if exact:
+        notes.append(
+            f"median SDR +inf for {', '.join(exact)}: at least half of the songs have an exact estimate "
+            f'("inf" in the JSON)'
+        )
     return {
         "metric": METRIC,
         "utterance_metric": UTTERANCE_METRIC,
@@ -251,6 +258,12 @@ def _score_song(
         notes.append(
             _undefined_sdr_note(estimate_song.name, sources, medians, refs, ests, ref_files, est_files)
         )
+    exact = [src for src, m in zip(sources, medians, strict=True) if m == math.inf]
+    if exact:
+        notes.append(
+            f"{estimate_song.name}: SDR +inf for {', '.join(exact)}: the estimate equals the reference exactly "
+            f'in at least half of the frames (no error to measure); shown as inf, "inf" in the JSON'
+        )
     return {
         source: {"sdr": float(medians[i]), "frames": frames[i].tolist(), "utterance_sdr": float(utterance[i])}
         for i, source in enumerate(sources)
@@ -346,7 +359,10 @@ def _pad(audio: torch.Tensor, length: int) -> torch.Tensor:
 
 
 def _median_over_songs(songs: dict[str, dict], source: str, key: str) -> float:
-    return nanmedian([scores[source][key] for scores in songs.values() if source in scores])
+    """Median over songs, skipping NaN (undefined) songs but keeping +inf ones (exact estimates)."""
+    values = np.array([scores[source][key] for scores in songs.values() if source in scores], dtype=float)
+    values = values[~np.isnan(values)]
+    return float(np.median(values)) if values.size else math.nan
 
 
 def _cell(value) -> str:

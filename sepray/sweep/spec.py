@@ -18,11 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from sepray import names
 from sepray.config import RunConfig, TrainConfig, resolve
-from sepray.schema import ConfigError, build_dataclass, coerce, parse_override, set_dotted
+from sepray.schema import ConfigError, build_dataclass, coerce, load_yaml, parse_override, set_dotted
 from sepray.sweep.objectives import parse_objectives
 from sepray.sweep.params import SECTIONS, Param, model_hint, parse_params
 from sepray.sweep.sections import TOP_KEYS, Budget, Resources, Scheduler, Search, SpecError
@@ -134,10 +132,7 @@ def load_spec(path: str | Path, overrides=(), smoke_test: bool = False) -> Sweep
     label = str(path)
     if not path.is_file():
         raise SpecError(f"{label}: no such sweep spec")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise SpecError(f"{label}: invalid YAML ({str(exc).splitlines()[0]})") from None
+    raw = load_yaml(path.read_text(), label, SpecError) or {}
     return parse_spec(raw, label, overrides, smoke_test)
 
 
