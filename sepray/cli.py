@@ -102,7 +102,12 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
     _check_run_id(args.run_id)
     result = evaluate_run(
-        args.run_id, data_path=args.data, split=args.split, device=args.device, metric=args.metric
+        args.run_id,
+        data_path=args.data,
+        split=args.split,
+        device=args.device,
+        metric=args.metric,
+        sample_rate=args.sample_rate,
     )
     print(format_evaluation(result))
 
@@ -259,6 +264,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=names.MUSEVAL_V4,
         help="museval_v4 (default): framewise SDR; bss_eval_v3: also BSS Eval v3 over whole songs, logged as "
         "<split>_gnsdr_<source>, _gsir_, _gsar_ (length-weighted over songs)",
+    )
+    ev.add_argument(
+        "--sample-rate",
+        type=int_at_least(1),
+        help="separate and score the songs at this rate in Hz (default: the run's data.eval_sample_rate, else "
+        "the model's rate); a model at a lower rate keeps the band above it in the accompaniment, as separate does",
     )
     ev.set_defaults(func=cmd_evaluate)
 

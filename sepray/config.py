@@ -123,6 +123,10 @@ class DataConfig:
     eval_corpus: str | None = None  # several roots: validation and test songs of this corpus only
     sample_rate: int = 16000
     channels: int = 1
+    # full songs are separated and scored at this rate by `sepray evaluate` and a sweep's test stage (None:
+    # sample_rate); a model at a lower rate separates them as `sepray separate` does (resampled to its rate
+    # and back, the band above its Nyquist frequency to the accompaniment): MIR-1K papers score 16 kHz clips
+    eval_sample_rate: int | None = None
     valid_fraction: float = 0.15  # of the training songs, split by song, deterministic
     test_fraction: float = 0.2  # CCMixter layout only (MUSDB has its own test/ folder)
     synth_songs: int = 16
@@ -136,8 +140,20 @@ class DataConfig:
         _check_split(self.split)
         if self.sample_rate <= 0 or self.channels not in (1, 2):
             raise ValueError("sample_rate must be > 0 and channels 1 or 2")
+        if self.eval_sample_rate is not None and self.eval_sample_rate <= 0:
+            raise ValueError(
+                f"eval_sample_rate must be > 0 (or null: sample_rate), got {self.eval_sample_rate}"
+            )
         if not (0.0 <= self.valid_fraction < 1.0 and 0.0 <= self.test_fraction < 1.0):
             raise ValueError("valid_fraction and test_fraction must be in [0, 1)")
+        if self.path is None:
+            needs = [f"layout {self.layout}"] if self.layout not in ("auto", "ccmixter") else []
+            needs += ["split mir1k-standard"] if self.split == "mir1k-standard" else []
+            if needs:
+                raise ValueError(
+                    f"path is not set, but {' and '.join(needs)} {'need' if len(needs) > 1 else 'needs'} a dataset folder (--set data.path=FOLDER); "
+                    "no path means the built-in synthetic corpus"
+                )
         if isinstance(self.path, tuple):
             if not self.path:
                 raise ValueError("path: the list of dataset roots is empty")

@@ -22,7 +22,7 @@ from sepray.data import load_splits
 from sepray.data.splits import SPLITS
 from sepray.errors import MissingFileError, UsageError
 from sepray.numbers import json_safe, nanmean, nanmedian
-from sepray.separate import load_run_model, separate_tensor
+from sepray.separate import load_run_model, separate_song, separate_tensor
 
 METRIC_NOTE = (
     "SDR in dB: museval v4 (BSSEval v4) framewise, 1 s windows/hop, median over frames, then over songs"
@@ -36,8 +36,11 @@ def evaluate_songs(
     device="cpu",
     chunk_seconds: float = 10.0,
     metric: str = names.MUSEVAL_V4,
+    model_rate: int | None = None,
 ) -> dict[str, Any]:
-    """Separate and score ``songs`` -> {"songs": {name: {source: sdr}}, "median": {source: sdr}, "baselines":
+    """Separate and score ``songs`` (at ``sample_rate``; a model at another ``model_rate`` separates each one as
+    `sepray separate` does: resampled to its rate and back, the band above its Nyquist frequency added to the
+    accompaniment) -> {"songs": {name: {source: sdr}}, "median": {source: sdr}, "baselines":
     {baseline: {source: median sdr}}, "song_baselines": {baseline: {name: {source: sdr}}}, "x_realtime":
     seconds of audio separated per second of separation (scoring not included)}; with ``metric="bss_eval_v3"``
     also "bss_eval_v3": {"metric", "songs": {name: {source: {"sdr", "sir", "sar", "nsdr", "mix_sdr"}}},
@@ -51,7 +54,10 @@ def evaluate_songs(
     audio_seconds = separate_seconds = 0.0
     for song in songs:
         started = time.perf_counter()
-        est = separate_tensor(model, song.mix, chunk_seconds, sample_rate, device)
+        if model_rate is None or model_rate == sample_rate:
+            est = separate_tensor(model, song.mix, chunk_seconds, sample_rate, device)
+        else:
+            est = separate_song(model, song.mix, sample_rate, model_rate, chunk_seconds, device)
         if torch.cuda.is_available():
             torch.cuda.synchronize()
         separate_seconds += time.perf_counter() - started
@@ -133,8 +139,10 @@ def evaluate_run(
     chunk_seconds: float | None = None,
     log: bool = True,
     metric: str = names.MUSEVAL_V4,
+    sample_rate: int | None = None,
 ) -> dict[str, Any]:
-    """Evaluate run ``run_id``'s model on ``split`` of its own data config (or of ``data_path``).
+    """Evaluate run ``run_id``'s model on ``split`` of its own data config (or of ``data_path``), the songs
+    at ``sample_rate`` (default: the run's ``data.eval_sample_rate``, else the model's rate).
 
     Logs ``<split>_sdr_<source>`` metrics (plus ``<split>_sdr`` mean and the baselines) and an
     ``evaluation/<split>_sdr.json`` + ``.txt`` table to the run; with ``metric="bss_eval_v3"`` also
@@ -157,17 +165,19 @@ def evaluate_run(
         data = dataclasses.replace(
             data, path=str(data_path), layout="auto", split=split_rule, eval_corpus=None
         )
-    if data.sample_rate != info.sample_rate:
-        data = dataclasses.replace(data, sample_rate=info.sample_rate)
+    rate = sample_rate or data.eval_sample_rate or info.sample_rate
+    if rate <= 0:
+        raise UsageError(f"sample rate {rate}: expected a rate > 0 in Hz")
+    if data.sample_rate != rate:
+        data = dataclasses.replace(data, sample_rate=rate)
     if split not in SPLITS:
         raise UsageError(f"--split {split!r}: expected one of {sorted(SPLITS)}")
     songs = load_splits(data, (split,))[split]
     if not songs:
         raise UsageError(f"{data.describe()}: the {split} split has no songs")
-    result = evaluate_songs(
-        model, songs, info.sample_rate, dev, chunk_seconds or cfg.train.eval_chunk_seconds, metric
-    )
-    result.update({"run_id": run_id, "split": split, "data": data.describe()})
+    chunk = chunk_seconds or cfg.train.eval_chunk_seconds
+    result = evaluate_songs(model, songs, rate, dev, chunk, metric, info.sample_rate)
+    result.update({"run_id": run_id, "split": split, "data": data.describe(), "sample_rate": rate})
     if log:
         run = tracking.attach_run(run_id, uri)
         values = {names.sdr_metric(split, s): v for s, v in result["median"].items()}

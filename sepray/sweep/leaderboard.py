@@ -297,10 +297,32 @@ def format_leaderboard(rows: list[dict[str, Any]], spec) -> str:
     out += [
         f"{r['rank']}: {r['outcome']}: {r['reason']}" for r in rows if r.get("reason")
     ]  # why trials failed, which limit cut them
+    out += bss_lines(rows, spec)
     retried = [f"#{r['rank']} ({r['retries']}x)" for r in rows if r.get("retries")]
     if retried:
         out.append(f"restarted from a checkpoint by Ray (node lost, crash): {', '.join(retried)}")
     return "\n".join(out)
+
+
+def bss_lines(rows: list[dict[str, Any]], spec) -> list[str]:
+    """With ``test_metric: bss_eval_v3``: GNSDR / GSIR / GSAR per source of each evaluated row, one line each
+    (the MIR-1K literature's three figures); none otherwise."""
+    if not bss_columns(spec):
+        return []
+    scores = ("gnsdr", "gsir", "gsar")
+    lines = []
+    for r in rows:
+        cells = [[r.get(names.global_metric("test", g, s)) for g in scores] for s in SOURCES]
+        if any(is_finite(v) for values in cells for v in values):
+            parts = [
+                f"{s} {' / '.join(_num(v) for v in values)}" for s, values in zip(SOURCES, cells, strict=True)
+            ]
+            lines.append(f"  #{r['rank']}{'*' if r.get('best') else ''} {r['run_id']}: {'   '.join(parts)}")
+    if not lines:
+        return []
+    return [
+        "BSS Eval v3 of the evaluated trials, GNSDR / GSIR / GSAR (dB, means over test songs weighted by length):"
+    ] + lines
 
 
 def _rank_key(row: dict[str, Any], spec) -> tuple:

@@ -94,6 +94,7 @@ def leaderboard_table(spec, rows, songs, weights=None) -> str:
     head = ["#", "run", "outcome", "epochs"]
     if bss:
         head += [f"test {score.upper()} {s} (dB): length-weighted mean [95% CI], song range" for s in SOURCES]
+        head += [f"test {g.upper()} {s} (dB)" for g in _other_bss(score) for s in SOURCES]
         head += [f"test SDR {s} (dB, museval median)" for s in SOURCES]
     else:
         head += [f"test {s} (dB): median [95% CI], song range" for s in SOURCES]
@@ -118,7 +119,11 @@ def leaderboard_table(spec, rows, songs, weights=None) -> str:
                 cells.append(f"{interval.text()}<br><span class='small'>{_num(low)} .. {_num(high)}</span>")
             else:
                 cells.append(_num(r.get(f"test_{score}_{s}" if bss else names.sdr_metric("test", s))))
-        cells += [_num(r.get(names.sdr_metric("test", s))) for s in SOURCES] if bss else []
+        if bss:
+            cells += [
+                _num(r.get(names.global_metric("test", g, s))) for g in _other_bss(score) for s in SOURCES
+            ]
+            cells += [_num(r.get(names.sdr_metric("test", s))) for s in SOURCES]
         cells += [_num(r.get(m)) for m in valid] + (
             [_num(r.get(spec.metric))] if spec.metric not in valid else []
         )
@@ -170,6 +175,11 @@ def listen_section(rows, excerpts: dict[str, list[str]], src: Callable[[str], st
             if f.endswith(".png"):
                 out.append(f"<p><img src='{src(f)}' alt='spectrograms of trial #{r['rank']}'></p>")
     return "\n".join(out)
+
+
+def _other_bss(score: str) -> list[str]:
+    """The MIR-1K papers' three figures (GNSDR, GSIR, GSAR) other than ``select``'s own ``score``."""
+    return [g for g in ("gnsdr", "gsir", "gsar") if g != score]
 
 
 def _test_description(spec) -> str:

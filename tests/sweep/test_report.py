@@ -116,7 +116,8 @@ def _make_sweep(tmp: Path, spec=SPEC) -> tuple[str, str]:
                     "seconds": dict(zip(songs, SECONDS, strict=True)),
                 }
                 weighted = float(np.dot([_nsdr(offset, j) for j in range(6)], SECONDS) / sum(SECONDS))
-                run.log_metrics({"test_gnsdr_vocals": weighted, "test_gnsdr_accompaniment": weighted})
+                run.log_metrics({f"test_gnsdr_{src}": weighted for src in ("vocals", "accompaniment")})
+                run.log_metrics({"test_gsir_vocals": 9.0, "test_gsar_vocals": 8.0})  # the songs' SIR, SAR
             run.log_text(json.dumps(evaluation), "evaluation/test_sdr.json")
             run.log_metrics(
                 {
@@ -166,8 +167,15 @@ def test_a_gnsdr_sweep_reports_length_weighted_gnsdr_and_compares_by_it(tmp_path
     best = float(np.dot([_nsdr(3.0, j) for j in range(6)], SECONDS) / sum(SECONDS))  # 6.33, plain mean 6.25
     assert f"{best:.2f} [" in text and "test SDR vocals (dB, museval median)" in text
     assert "Best by test_gnsdr_vocals" in text and "distinguishable: best minus runner-up +3.00 dB" in text
+    assert (
+        "test GSIR vocals (dB)" in text and "test GSAR accompaniment (dB)" in text and "<td class='num'>9.00</td>" in text
+    )
     board = leaderboard_text(parent_id, uri)
     assert "gnsdr vocal" in board and f"{best:.2f}" in board
+    assert (
+        "GNSDR / GSIR / GSAR" in board
+        and f"vocals {best:.2f} / 9.00 / 8.00   accompaniment {best:.2f} / - / -" in board
+    )
 
 
 def test_report_and_runs_find_the_sweep_by_name(tmp_path, monkeypatch, capsys):
