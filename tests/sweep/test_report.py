@@ -168,7 +168,9 @@ def test_a_gnsdr_sweep_reports_length_weighted_gnsdr_and_compares_by_it(tmp_path
     assert f"{best:.2f} [" in text and "test SDR vocals (dB, museval median)" in text
     assert "Best by test_gnsdr_vocals" in text and "distinguishable: best minus runner-up +3.00 dB" in text
     assert (
-        "test GSIR vocals (dB)" in text and "test GSAR accompaniment (dB)" in text and "<td class='num'>9.00</td>" in text
+        "test GSIR vocals (dB)" in text
+        and "test GSAR accompaniment (dB)" in text
+        and "<td class='num'>9.00</td>" in text
     )
     board = leaderboard_text(parent_id, uri)
     assert "gnsdr vocal" in board and f"{best:.2f}" in board
