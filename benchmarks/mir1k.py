@@ -20,6 +20,7 @@ the singer's clips; the target is that no test singer's mean is below 0 dB.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
@@ -169,6 +170,7 @@ def cmd_lever(args: argparse.Namespace) -> None:
     trainer = Trainer(cfg, device="cpu")
     print(f"{args.name}: {trainer.num_parameters:,} parameters", file=sys.stderr)
     history = []
+    cpu_started = time.process_time()
     while not trainer.finished:
         m = {**trainer.train_epoch(), **trainer.validate()}
         history.append(round(m[names.sdr_metric("valid", "vocals")], 3))
@@ -178,7 +180,10 @@ def cmd_lever(args: argparse.Namespace) -> None:
             file=sys.stderr,
             flush=True,
         )
+    cpu_seconds = time.process_time() - cpu_started  # ~ the idle wall time of a one-thread run
     train_load = load.stop()
+    if args.save:
+        trainer.save_package(Path(args.save) / args.name)
     load = LoadSampler()
     fig = score_model(
         trainer.model.eval(), cfg.data.sample_rate, test_clips(args.data, args.clips, 1, args.cache)
@@ -191,6 +196,7 @@ def cmd_lever(args: argparse.Namespace) -> None:
         "params": trainer.num_parameters,
         "steps": trainer.step,
         "train_seconds": round(trainer.train_seconds, 1),
+        "cpu_seconds": round(cpu_seconds, 1),
         "load_train": train_load,
         "load_eval": load.stop(),
         "valid_sdr_vocals": history,
@@ -199,22 +205,42 @@ def cmd_lever(args: argparse.Namespace) -> None:
     }
     print_figures(fig, args.name)
     print(
-        f"train {row['train_seconds']} s ({trainer.step} steps), load {train_load}; eval {fig['eval_seconds']:.0f} s"
+        f"train {row['train_seconds']} s, {row['cpu_seconds']} CPU s ({trainer.step} steps), load {train_load}; "
+        f"eval {fig['eval_seconds']:.0f} s"
     )
-    out = Path(args.out)
+    append_row(args.out, row)
+
+
+def append_row(path: str, row: dict[str, Any]) -> None:
+    out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("a") as f:
         f.write(json.dumps(row) + "\n")
 
 
 def cmd_run(args: argparse.Namespace) -> None:
+    from sepray.package import load_package
     from sepray.separate import load_run_model
 
     torch.set_num_threads(args.threads)
-    model, info = load_run_model(args.run_id, "cpu")
+    if (args.run_id is None) == (args.package is None):
+        raise SystemExit("give --run-id RUN or --package DIR")
+    model, info = load_run_model(args.run_id, "cpu") if args.run_id else load_package(args.package, "cpu")
+    if args.wiener is not None:  # spec_unet: Wiener steps at inference only
+        model.config = dataclasses.replace(model.config, wiener_iterations=args.wiener)
+    load = LoadSampler()
     fig = score_model(model, info.sample_rate, test_clips(args.data, args.clips, 1, args.cache))
-    print_figures(fig, f"run {args.run_id} ({info.model_name}, {info.sample_rate} Hz)")
+    what = args.run_id or args.package
+    print_figures(fig, f"{what} ({info.model}, {info.sample_rate} Hz)")
     print(f"evaluation: {fig['eval_seconds']:.0f} s, {fig['x_realtime']:.0f}x real time (separation only)")
+    if args.record:
+        row = {
+            "name": args.record,
+            "date": datetime.now(UTC).isoformat(timespec="seconds"),
+            "scored": str(what),
+        }
+        row.update(wiener_at_inference=args.wiener, load_eval=load.stop(), **fig)
+        append_row(args.out, row)
 
 
 def cmd_sweep(args: argparse.Namespace) -> None:
@@ -270,14 +296,19 @@ def main() -> None:
     sweep.add_argument(
         "--work", help="folder for the MLflow store and outputs (default: a new temporary one)"
     )
-    run.add_argument("--run-id", required=True)
+    run.add_argument("--run-id", help="a logged run's model")
+    run.add_argument("--package", help="or a model package folder (config.json + state_dict.pt)")
     run.add_argument("--clips", type=int, default=0, help="a fixed random N of the 825 test clips; 0 = all")
     run.add_argument("--threads", type=int, default=2)
+    run.add_argument("--wiener", type=int, help="spec_unet: this many Wiener steps at inference instead")
+    run.add_argument("--record", metavar="NAME", help="append the figures as a JSON line named NAME to --out")
+    run.add_argument("--out", default=str(LEVERS))
     lever.add_argument("--name", required=True)
     lever.add_argument(
         "--clips", type=int, default=100, help="a fixed random N of the 825 test clips; 0 = all"
     )
     lever.add_argument("--out", default=str(LEVERS))
+    lever.add_argument("--save", help="also write the trained model package to SAVE/NAME")
     args = ap.parse_args()
     {"sweep": cmd_sweep, "run": cmd_run, "lever": cmd_lever}[args.command](args)
 

@@ -116,4 +116,5 @@ TOP_KEYS = {
     "storage": "Ray results folder (local path or shared storage URI)",
     "excerpt_seconds": "length of the audio excerpt logged for finished trials",
     "smoke_test": "dotted spec keys -> values applied by --smoke-test",
+    "requires": "dotted keys a user must set (e.g. data.path) -> what to give; unset: a one-line error",
 }

@@ -189,6 +189,7 @@ def _parse(raw: dict[str, Any], label: str) -> SweepSpec:
     unknown = [k for k in raw if k not in TOP_KEYS]
     if unknown:
         raise SpecError(f"{label}: {unknown[0]}: unknown key; expected one of {sorted(TOP_KEYS)}")
+    _check_required(raw, label)
     name = raw.get("name")
     if not isinstance(name, str) or not name or any(c in name for c in "/\\ "):
         raise SpecError(f"{label}: name: expected a non-empty name without spaces or slashes, got {name!r}")
@@ -299,6 +300,20 @@ def _parse(raw: dict[str, Any], label: str) -> SweepSpec:
     )
     _check_configurations(spec)
     return spec
+
+
+def _check_required(raw: dict[str, Any], label: str) -> None:
+    """``requires: {data.path: "the MIR-1K Wavfile folder"}``: each key must be set (in the spec or by
+    ``--set``), else a one-line error saying what to give."""
+    requires = raw.get("requires") or {}
+    if not isinstance(requires, dict):
+        raise SpecError(f"{label}: requires: expected a mapping of dotted keys to what to give")
+    for key, what in requires.items():
+        value: Any = raw
+        for part in str(key).split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        if value is None or value == "":
+            raise SpecError(f"{label}: {key} is not set: give {what} (--set {key}=...)")
 
 
 def _build(cls, values, where: str):

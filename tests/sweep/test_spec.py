@@ -340,14 +340,35 @@ def test_search_algorithms_are_built(algorithm):
     assert rc.failure_config.max_failures == 2 and rc.checkpoint_config.num_to_keep == 2
 
 
-def test_shipped_specs_validate():
+def test_shipped_specs_validate(tmp_path):
     specs = sorted((REPO / "sweeps").glob("*.yaml"))
     assert {p.name for p in specs} >= {"quickstart.yaml", "unet.yaml", "wavenet.yaml", "mulaw_vs_stft.yaml"}
+    assert {p.name for p in specs} >= {"mir1k.yaml", "musdb.yaml"}
     for path in specs:
+        required = (yaml.safe_load(path.read_text()).get("requires") or {}).keys()
+        overrides = [f"{key}={tmp_path}" for key in required]  # the real-data specs: a dataset folder
         for smoke in (False, True):
-            spec = load_spec(path, smoke_test=smoke)
+            spec = load_spec(path, overrides, smoke_test=smoke)
             assert spec.params, path
             assert spec.num_samples >= 1
+        if required:
+            with pytest.raises(SpecError, match=f"{path}: data.path is not set: give the "):
+                load_spec(path)
+
+
+def test_required_keys_are_one_line_errors_until_set(tmp_path):
+    raw = {**BASE, "requires": {"data.path": "the songs folder"}}
+    with pytest.raises(SpecError) as err:
+        parse_spec(raw, LABEL)
+    assert (
+        str(err.value) == "sweeps/x.yaml: data.path is not set: give the songs folder (--set data.path=...)"
+    )
+    assert parse_spec(raw, LABEL, [f"data.path={tmp_path}"]).fixed["data"]["path"] == str(tmp_path)
+    assert parse_spec(spec_with(raw, "data.path", str(tmp_path)), LABEL).fixed["data"]["path"] == str(
+        tmp_path
+    )
+    with pytest.raises(SpecError, match="requires: expected a mapping"):
+        parse_spec({**BASE, "requires": ["data.path"]}, LABEL)
 
 
 def test_driver_rejects_a_bad_spec_with_one_line(tmp_path):
