@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import math
 import os
 import shlex
@@ -117,7 +118,7 @@ def _memory_size(text: str) -> int:
 
 
 def cmd_separate(args: argparse.Namespace) -> None:
-    from sepray.separate import separate_run
+    from sepray.ensemble.runs import separate_run  # a single model's run or an ensemble's
 
     _check_run_id(args.run_id)
     outs = separate_run(
@@ -132,6 +133,19 @@ def cmd_separate(args: argparse.Namespace) -> None:
     )
     for out in outs:
         print(out)
+
+
+def cmd_ensemble(args: argparse.Namespace) -> None:
+    from sepray.ensemble.build import ensemble_run
+
+    log = functools.partial(print, file=sys.stderr)
+    options = {"experiment": args.experiment, "run_name": args.name, "device": args.device, "log": log}
+    with ensemble_run(args.run_ids, args.weights, **options) as built:
+        weights = ", ".join(f"{w:.3g}" for w in built.ensemble.weights)
+        log(
+            f"ensemble of {len(args.run_ids)} runs, weights {weights}; evaluate it: sepray evaluate --run-id ID"
+        )
+    print(built.run.run_id)
 
 
 def cmd_score(args: argparse.Namespace) -> None:
@@ -279,6 +293,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sep.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     sep.set_defaults(func=cmd_separate)
+
+    ens = sub.add_parser("ensemble", help="an ensemble of finished runs, logged as a run; prints its run id")
+    ens.add_argument("run_ids", nargs="+", metavar="RUN_ID", help="two or more runs with a model package")
+    ens.add_argument("--name", help="the run's name (default: ensemble of <the members' run names>)")
+    ens.add_argument(
+        "--weights",
+        choices=["fit", "equal"],
+        default="fit",
+        help="fit: on the members' common validation songs (they must share a data config); equal: 1 / runs",
+    )
+    ens.add_argument("--experiment", help="MLflow experiment of the run (default: the first member's)")
+    ens.add_argument("--device", default="auto")
+    ens.set_defaults(func=cmd_ensemble)
 
     sc = sub.add_parser("score", help="museval-exact SDR of estimate folders against reference folders")
     sc.add_argument("reference_dir", type=Path)
