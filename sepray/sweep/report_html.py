@@ -131,7 +131,8 @@ def leaderboard_table(spec, rows, songs, weights=None) -> str:
         tds = "".join(
             f"<td class='num'>{c}</td>" if i in numeric else f"<td>{c}</td>" for i, c in enumerate(cells)
         )
-        out.append(f"<tr class='trial{' best' if r.get('best') else ''}'>{tds}</tr>")
+        kind = "ensemble" if r.get("outcome") == names.ENSEMBLE else "trial"
+        out.append(f"<tr class='{kind}{' best' if r.get('best') else ''}'>{tds}</tr>")
     out.append("</table>")
     return "\n".join(out)
 
