@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import math
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,6 +100,7 @@ def sweep_ensemble(
         if run.info.status == "FINISHED" and tags.get(names.MEMBERS) == ",".join(ids):
             wins = (run.data.metrics.get(names.ENSEMBLE_GAIN_LOW) or 0.0) > 0
             return EnsembleOutcome(run.info.run_id, wins, tags.get(names.ENSEMBLE_VERDICT, ""))
+    started = time.perf_counter()
     _, _, source = select_parts(spec.select)
     labels = " + ".join(f"#{r['rank']}" for r in members)
     options = {"sources": (source,) if source else SOURCES, "experiment": spec.name, "uri": uri, "log": log}
@@ -114,6 +116,7 @@ def sweep_ensemble(
         built.run.set_tags({names.ENSEMBLE_VERDICT: line})
         built.run.log_metrics(gain)
     log(line)
+    log(f"the ensemble stage took {time.perf_counter() - started:.1f} s (weights, package, test scores)")
     return EnsembleOutcome(built.run.run_id, (gain.get(names.ENSEMBLE_GAIN_LOW) or 0.0) > 0, line)
 
 

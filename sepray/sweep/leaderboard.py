@@ -7,7 +7,8 @@ epoch) -- by that metric are evaluated on every full test song
 (:func:`sepray.evaluate.evaluate_run`, museval-exact framewise SDR, logged on each trial's run as
 ``test_sdr_<source>``), and the best by ``select`` (default ``test_sdr_vocals``) wins. The parent run gets the
 leaderboard as a table artifact, the best run id as a tag, and the best model is registered in the MLflow
-model registry under the sweep's name. No Ray here.
+model registry under the sweep's name -- or the ensemble of the evaluated trials, when it is better beyond
+noise (:mod:`sepray.sweep.ensemble_stage`). No Ray here.
 """
 
 from __future__ import annotations
@@ -25,10 +26,13 @@ from sepray.sweep.objectives import bss_columns, describe_select, select_parts, 
 
 
 def collect_rows(spec, parent_run_id: str, uri: str) -> list[dict[str, Any]]:
-    """One row per child run (= per distinct configuration) of the sweep."""
+    """One row per child run of the sweep: per distinct configuration (a trial), and its ensemble (outcome
+    "ensemble") when the sweep built one."""
     rows = []
     for r in tracking.child_runs(spec.name, parent_run_id, uri):
         m, p, t = r.data.metrics, r.data.params, r.data.tags
+        if t.get(names.KIND) == names.ENSEMBLE and r.info.status != "FINISHED":
+            continue  # an ensemble stage that did not finish (its driver was killed): no row
         row: dict[str, Any] = {
             "run_id": r.info.run_id,
             "model": t.get(names.MODEL) or p.get("model.name", ""),

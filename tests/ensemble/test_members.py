@@ -4,7 +4,13 @@ the chunk lengths."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
 import numpy as np
+import pytest
 import soundfile as sf
 import torch
 
@@ -91,3 +97,52 @@ def test_a_song_beyond_full_scale_is_scaled_for_the_members_and_back(tmp_path, e
     mix, _ = read_audio(path)
     total = read_audio(out / "vocals.wav")[0] + read_audio(out / "accompaniment.wav")[0]
     assert torch.allclose(total, mix, atol=4e-5) and any("beyond full scale" in n for n in notes)
+
+
+MEMORY_PROBE = textwrap.dedent(
+    """
+    import resource, sys
+    from pathlib import Path
+    import torch
+    from tests.ensemble.conftest import member_configs_raw, save_member
+    from sepray.ensemble.members import Ensemble
+    from sepray.ensemble.package import EnsembleConfig, load_members, member_configs, save_ensemble
+    from sepray.package import read_package_info
+    from sepray.separate import separate_file
+
+    torch.set_num_threads(1)
+    long_song, short_song, out = map(Path, sys.argv[1:4])
+    packages = [save_member(raw, out / f"m{i}", i) for i, raw in enumerate(member_configs_raw())]
+    infos = [read_package_info(p) for p in packages]
+    config = EnsembleConfig(member_configs(infos, (0.5, 0.5), [None, None]), 16000)
+    ensemble = Ensemble(*load_members(save_ensemble(out / "e", config, packages)))
+    ensemble.chunk_seconds = (2.0, 3.0)
+    separate_file(ensemble, config, short_song, out, show_progress=False)  # warm up
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    separate_file(ensemble, config, long_song, out, show_progress=False)
+    print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024)
+    """
+)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="ru_maxrss is in KiB only on Linux")
+def test_memory_stays_bounded_on_a_long_file(tmp_path):
+    """10 minutes of 16 kHz mono (38 MB decoded as float32) through both members: the peak RSS grows by a small
+    fraction of that (the members stream in step; only the gap between them is held)."""
+    rate, seconds = 16000, 600
+    rng = np.random.default_rng(0)
+    for name, length in (("long", seconds), ("short", 30)):
+        with sf.SoundFile(str(tmp_path / f"{name}.wav"), "w", rate, 1, subtype="PCM_16") as f:
+            for _ in range(length // 10):  # never holds the song
+                f.write((rng.standard_normal(10 * rate) * 0.1).astype(np.float32))
+    decoded = seconds * rate * 4
+    proc = subprocess.run(
+        [sys.executable, "-c", MEMORY_PROBE, *(str(tmp_path / n) for n in ("long.wav", "short.wav", "out"))],
+        cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    growth = int(proc.stdout.strip().splitlines()[-1])
+    print(f"peak RSS growth {growth / 1e6:.1f} MB for a {decoded / 1e6:.0f} MB song")
+    assert growth < decoded / 4, f"peak RSS grew by {growth / 1e6:.1f} MB for a {decoded / 1e6:.0f} MB song"
+    info = sf.info(str(tmp_path / "out" / "long" / "vocals.wav"))
+    assert (info.samplerate, info.channels, info.frames) == (rate, 1, seconds * rate)

@@ -153,6 +153,24 @@ def test_bad_members_are_one_line_errors(runs, duo, capsys):
     assert len(tracking.find_runs("duo", uri=uri)) == before  # no run was logged for any of them
 
 
+def test_separate_with_an_ensemble_checks_its_inputs_first(runs, duo, capsys):
+    """The same one-line errors as with a single model, before any member is loaded; nothing written."""
+    _, work, _ = runs
+    blocker = work / "blocker"
+    blocker.write_text("a file, not a folder")
+    sf.write(work / "short.wav", np.zeros(800, dtype=np.float32), 8000)
+    _error(capsys, ["separate", "-q", "--run-id", duo, str(work / "missing.wav")], "missing.wav")
+    _error(
+        capsys,
+        ["separate", "-q", "--run-id", duo, str(work / "short.wav"), "-o", str(blocker)],
+        "not a folder",
+    )
+    _error(
+        capsys, ["separate", "-q", "--run-id", duo, str(work / "short.wav"), "--chunk-seconds", "0"], "> 0"
+    )
+    assert blocker.read_text() == "a file, not a folder"
+
+
 def test_equal_weights_need_no_common_validation_songs(runs, capsys):
     uri, _, ids = runs
     assert main(["ensemble", ids["unet8k"], ids["other"], "--weights", "equal"]) == 0
