@@ -4,7 +4,7 @@ model packages copied inside it (``members/<i>/config.json`` + ``state_dict.pt``
 
 Members are copied rather than referenced by run id: an ensemble is a model of its own (registered in the MLflow
 model registry, moved to another tracking server, kept after its sweep's trials are deleted), and a reference
-would break when the member runs go; the copy costs the members' weights again (0.8 MB for the quickstart's two
+would break when the member runs go; the copy costs the members' weights again (2.4 MB for the quickstart's two
 spectrogram U-Nets). Each member keeps its run id in ``config.json`` as provenance only.
 """
 
