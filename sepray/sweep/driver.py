@@ -73,7 +73,8 @@ def run_sweep(
     except ValueError:  # not the main thread
         previous_sigterm = None
     try:
-        cluster.check_schedulable(spec, autoscaling=address is not None, log=log)
+        # resources.gpu: auto -> each family's GPU share on a cluster with GPU nodes, else 0; then a node for each
+        spec = cluster.plan_resources(spec, autoscaling=address is not None, log=log)
         parent, uri = open_parent_run(spec, spec_path, resume, log)
         sweep = TrialContext.of(spec, trial_tracking_uri(uri, address, log), parent.run_id)
         started = time.time()

@@ -17,6 +17,7 @@ Child runs left RUNNING (ASHA stopped the trial, the driver was killed) are clos
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 import time
 from collections.abc import Callable
@@ -146,6 +147,8 @@ def run_trial(
             names.NUM_PARAMETERS: trainer.num_parameters,
             names.SAMPLED: json.dumps(sampled_params(config), sort_keys=True),  # the active searched values
             names.RUN_NAME: trial_run_name(cfg.model_name, sampled_params(config)),
+            names.CUDA_VISIBLE_DEVICES: os.environ.get("CUDA_VISIBLE_DEVICES", "unset"),  # set by Ray
+            names.TRAIN_DEVICE: str(trainer.device),
         }
     )
     base["owner"] = True
