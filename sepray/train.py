@@ -23,6 +23,7 @@ from sepray.atomic import file_written_atomically, write_text_atomically
 from sepray.config import RunConfig, run_config_from_dict
 from sepray.data import CropSampler, fixed_crops, load_splits
 from sepray.data.domains import check_domains, domain_index
+from sepray.data.prefetch import BatchPrefetcher
 from sepray.device import resolve_device
 from sepray.errors import MissingFileError, UsageError
 from sepray.losses import check_loss, separation_loss
@@ -91,6 +92,10 @@ class Trainer:
             tc.seed,
             domains,
         )
+        # crops and augmentation drawn ahead in a thread (the same batches), pinned for non-blocking GPU copies
+        self.batches = BatchPrefetcher(
+            self.sampler, tc.batch_size, tc.prefetch_batches, pin_memory=self.device.type == "cuda"
+        )
         valid_songs = self.splits.get("valid") or self.splits["train"]
         v_out = self.model.output_length(self.model.input_length(max(1, round(tc.valid_seconds * sr))))
         self.valid_mix, self.valid_target = fixed_crops(
@@ -131,17 +136,22 @@ class Trainer:
             return self.model.validation_output(mix, target, self.net)
 
     def train_epoch(self, on_step=None) -> dict[str, float]:
-        """Run ``steps_per_epoch`` optimizer steps. Returns {"train_loss", "lr", "steps_per_second"} and the
-        epoch means of the model's extra terms (``train_confusion_loss``, ``train_domain_accuracy``)."""
+        """Run ``steps_per_epoch`` optimizer steps. Returns {"train_loss", "lr", "steps_per_second",
+        "data_wait_share"} and the epoch means of the model's extra terms (``train_confusion_loss``,
+        ``train_domain_accuracy``)."""
         tc = self.cfg.train
         self.model.train()
         losses = []
         extras: dict[str, list[float]] = {}
+        waited = self.batches.wait_seconds
         start = time.perf_counter()
-        for _ in range(tc.steps_per_epoch):
-            mix, target, domains = self.sampler.labelled_batch(tc.batch_size)
-            mix, target = mix.to(self.device), target.to(self.device)
-            domains = None if domains is None else domains.to(self.device)
+        for i in range(tc.steps_per_epoch):
+            # the batches the run still takes: the prefetch thread draws none past the last one
+            left = max(tc.epochs * tc.steps_per_epoch - self.step, tc.steps_per_epoch - i)
+            mix, target, domains = self.batches.next(remaining=left)
+            mix = mix.to(self.device, non_blocking=True)
+            target = target.to(self.device, non_blocking=True)
+            domains = None if domains is None else domains.to(self.device, non_blocking=True)
             loss, extra = self._training_loss(mix, target, domains)
             for key, value in extra.items():
                 extras.setdefault(names.TRAIN_EXTRAS[key], []).append(float(value))
@@ -167,6 +177,7 @@ class Trainer:
             names.TRAIN_LOSS: float(np.mean(losses)),
             "lr": lr,
             "steps_per_second": tc.steps_per_epoch / elapsed,
+            names.DATA_WAIT_SHARE: (self.batches.wait_seconds - waited) / elapsed,
             **{name: float(np.mean(values)) for name, values in extras.items()},
         }
 
@@ -220,7 +231,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
-            "sampler": self.sampler.state_dict(),
+            "sampler": self.batches.state_dict(),  # after the last batch trained on, not the ones drawn ahead
             "epoch": self.epoch,
             "step": self.step,
             "train_seconds": self.train_seconds,
@@ -233,11 +244,13 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
-        self.sampler.load_state_dict(state["sampler"])
+        self.batches.load_state_dict(state["sampler"])
         self.epoch = int(state["epoch"])
         self.step = int(state["step"])
         self.train_seconds = float(state["train_seconds"])
-        torch.set_rng_state(state["torch_rng"])
+        # a checkpoint loaded with map_location="cuda" moves every tensor there; the CPU generator's state is a
+        # CPU byte tensor
+        torch.set_rng_state(state["torch_rng"].to("cpu", torch.uint8))
         self.history = json.loads(state["history"])
 
     def save_checkpoint(self, directory: str | os.PathLike) -> Path:
