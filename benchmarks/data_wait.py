@@ -26,6 +26,7 @@ import argparse
 import contextlib
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import torch
 
@@ -33,7 +34,7 @@ from sepray.config import RunConfig, load_config
 from sepray.sweep.spec import load_spec
 from sepray.train import Trainer
 
-QUICKSTART = "sweeps/quickstart.yaml"
+QUICKSTART = Path(__file__).resolve().parents[1] / "sweeps" / "quickstart.yaml"
 
 
 def case_config(name: str, threads: int) -> RunConfig:

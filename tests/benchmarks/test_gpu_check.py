@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -33,7 +34,7 @@ def test_arguments(capsys):
     args = check.parse_args(["--skip", "amp,tests", "--quick"])
     assert args.checks == ["sweep", "generation"] and (args.steps, args.samples) == (10, 300)
     args = check.parse_args([])
-    assert args.checks == list(check.CHECKS) and args.steps == 40 and args.json is None
+    assert args.checks == list(check.CHECKS) and args.steps == 40 and args.json is None and args.budget == 570
     with pytest.raises(SystemExit) as info:
         check.parse_args(["--skip", "amp,nope"])
     assert info.value.code == 2
@@ -41,23 +42,35 @@ def test_arguments(capsys):
     assert (
         err == "gpu_check: error: --skip nope: unknown check; expected some of tests,sweep,amp,generation\n"
     )
+    with pytest.raises(SystemExit):
+        check.parse_args(["--budget", "0"])
+    assert capsys.readouterr().err == "gpu_check: error: --budget 0: expected a number of seconds > 0\n"
 
 
 def test_a_failing_check_is_a_row_and_the_others_still_run():
     ran = []
 
-    def good():
-        ran.append("good")
+    def good(left):
+        ran.append(("good", left))
         return [check.Row("good", "ok", "1.0 steps/s")]
 
-    def bad():
+    def bad(left):
         raise RuntimeError("CUDA error: an illegal memory access\nmore detail")
 
-    rows = check.run_checks(["bad", "good"], {"bad": bad, "good": good})
-    assert ran == ["good"]
+    def slow(left):
+        time.sleep(0.3)
+        return [check.Row("slow", "ok", "done")]
+
+    rows = check.run_checks(["bad", "good"], {"bad": bad, "good": good}, budget=60)
+    assert [name for name, _ in ran] == ["good"] and 0 < ran[0][1] <= 60  # it got the seconds left
     assert rows == [
         check.Row("bad", "FAILED", "RuntimeError: CUDA error: an illegal memory access"),
         check.Row("good", "ok", "1.0 steps/s"),
+    ]
+    # the budget: a check is not started once it is spent
+    assert check.run_checks(["slow", "good"], {"slow": slow, "good": good}, budget=0.2) == [
+        check.Row("slow", "ok", "done"),
+        check.Row("good", "not run", "the 0 s budget was spent"),
     ]
     table = check.format_table(rows).splitlines()
     assert table[0].split() == ["check", "status", "figures"] and set(table[1]) == {"-"}
@@ -80,7 +93,8 @@ def test_pytest_summary_counts():
     assert check.pytest_counts("no tests ran") == {}
 
 
-def test_the_amp_check_trains_the_shipped_specs_gpu_sizes():
+def test_the_amp_check_trains_the_shipped_specs_gpu_sizes(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # found from any working directory
     cases = check.amp_cases()
     unet, wavenet, quick, musdb = cases.values()
     assert unet.model_name == "waveunet" and (unet.model["levels"], unet.model["channels"]) == (6, 24)

@@ -195,6 +195,9 @@ def test_auto_takes_each_familys_share_on_a_cluster_with_gpus(monkeypatch):
     assert cluster.trial_request(spec, "waveunet") == {"cpu": 1.0, "gpu": 0.2}
     assert cluster.trial_request(spec, "wavenet") == {"cpu": 2.0, "gpu": 1.0}
     assert lines[0].startswith("resources.gpu auto: 1 GPU per wavenet trial (")
+    # a request no node holds names the key the user wrote, not the entries auto made
+    with pytest.raises(SweepError, match=rf"^{LABEL}: resources: a wavenet trial needs 8 CPU, 1 GPU"):
+        cluster.plan_resources(parse_spec({**AUTO, "resources": {"cpu": 8}}, LABEL), log=lines.append)
 
 
 def test_auto_is_zero_without_gpus_and_asks_the_same_as_gpu_0(monkeypatch):

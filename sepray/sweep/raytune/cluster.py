@@ -163,7 +163,8 @@ def check_schedulable(
     best = {k: max((node.get(k, 0.0) for node in nodes), default=0.0) for k in need}
     missing = [k for k in need if best[k] < need[k]]
     who = f"a {fam} trial" if fam and len(families) > 1 else "a trial"
-    key = f"resources.per_family.{fam}" if fam in spec.resources.per_family else "resources"
+    written = (spec.raw.get("resources") or {}).get("per_family") or {}  # gpu: auto adds entries of its own
+    key = f"resources.per_family.{fam}" if fam in written else "resources"
     raise SweepError(
         f"{spec.label}: {key}: {who} needs {describe_resources(need)}, but no node of the Ray cluster has that "
         f"(the largest offer {describe_resources(best)}); short of {', '.join(missing) or 'one node with all of it'}"
