@@ -92,10 +92,6 @@ class Trainer:
             tc.seed,
             domains,
         )
-        # crops and augmentation drawn ahead in a thread (the same batches), pinned for non-blocking GPU copies
-        self.batches = BatchPrefetcher(
-            self.sampler, tc.batch_size, tc.prefetch_batches, pin_memory=self.device.type == "cuda"
-        )
         valid_songs = self.splits.get("valid") or self.splits["train"]
         v_out = self.model.output_length(self.model.input_length(max(1, round(tc.valid_seconds * sr))))
         self.valid_mix, self.valid_target = fixed_crops(
@@ -105,6 +101,10 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.ExponentialLR(self.optimizer, gamma=tc.lr_decay)
         self.use_amp = bool(tc.amp and self.device.type == "cuda")
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        # crops and augmentation drawn ahead in a thread (the same batches), pinned for non-blocking GPU copies
+        self.batches = BatchPrefetcher(
+            self.sampler, tc.batch_size, tc.prefetch_batches, pin_memory=self.device.type == "cuda"
+        )
         self.epoch = 0
         self.step = 0
         self.train_seconds = 0.0
