@@ -17,7 +17,7 @@ Cases (``--cases``, comma-separated):
 Prints figures only, never passes or fails.
 
     python benchmarks/data_wait.py [--cases quickstart,waveunet-small,umt-small] [--threads 1] [--steps 24]
-        [--device cpu|cuda] [--depths 0,2]
+        [--device cpu|cuda] [--depths 0,2] [--pitch-profile]
 """
 
 from __future__ import annotations
@@ -110,9 +110,27 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=24, help="measured steps per run")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--depths", default="0,2", help="prefetch_batches values to compare")
+    parser.add_argument(
+        "--pitch-profile",
+        action="store_true",
+        help="also: one batch drawn alone with a pitch shift on no / half / every crop (each case)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    depths = [int(d) for d in args.depths.split(",")]
+    depths = [int(d) for d in args.depths.split(",") if d]  # --depths "": the pitch profile only
+    if args.pitch_profile:
+        for name in args.cases.split(","):
+            cfg = case_config(name, args.threads)
+            trainer = Trainer(replace(cfg, train=replace(cfg.train, prefetch_batches=0)), device="cpu")
+            times = []
+            for prob in (0.0, 0.5, 1.0):
+                trainer.sampler.augment = replace(cfg.data.augment, pitch_shift_prob=prob)
+                times.append(f"{draw_ms(trainer):.1f}")
+            print(
+                f"{name}: one batch drawn alone, pitch shift on no / half / every crop: {' / '.join(times)} ms"
+            )
+    if not depths:
+        return
     print(f"device {args.device}, {args.threads} torch thread(s), {args.steps} measured steps per run")
     head = ["case", "batch", "draw ms"] + [f"steps/s p={d}" for d in depths] + [f"wait p={d}" for d in depths]
     rows = []
