@@ -103,7 +103,11 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
         # crops and augmentation drawn ahead in a thread (the same batches), pinned for non-blocking GPU copies
         self.batches = BatchPrefetcher(
-            self.sampler, tc.batch_size, tc.prefetch_batches, pin_memory=self.device.type == "cuda"
+            self.sampler,
+            tc.batch_size,
+            tc.prefetch_batches,
+            pin_memory=self.device.type == "cuda",
+            device=self.device,
         )
         self.epoch = 0
         self.step = 0

@@ -50,13 +50,23 @@ class BatchPrefetcher:
     the time the training step waited on data.
     """
 
-    def __init__(self, sampler: CropSampler, batch_size: int, depth: int = 2, pin_memory: bool = False):
+    def __init__(
+        self,
+        sampler: CropSampler,
+        batch_size: int,
+        depth: int = 2,
+        pin_memory: bool = False,
+        device: torch.device | None = None,
+    ):
         if depth < 0:
             raise ValueError(f"BatchPrefetcher: depth must be >= 0, got {depth}")
         self.sampler = sampler
         self.batch_size = int(batch_size)
         self.depth = int(depth)
         self.pin_memory = bool(pin_memory)
+        self.device = (
+            device  # the CUDA device the batches go to: the thread makes it current (as DataLoader's does)
+        )
         self.wait_seconds = 0.0
         self._state = sampler.state_dict()  # after the last batch taken
         self._thread: threading.Thread | None = None
@@ -109,7 +119,15 @@ class BatchPrefetcher:
     def _start(self, remaining: int | None) -> None:
         self._queue = queue.Queue(maxsize=self.depth)
         self._stop = threading.Event()
-        args = (self.sampler, self.batch_size, remaining, self.pin_memory, self._queue, self._stop)
+        args = (
+            self.sampler,
+            self.batch_size,
+            remaining,
+            self.pin_memory,
+            self.device,
+            self._queue,
+            self._stop,
+        )
         self._thread = threading.Thread(target=_draw, args=args, name="sepray-batches", daemon=True)
         # a prefetcher dropped without close() (a trial that ended early) stops its thread
         weakref.finalize(self, self._stop.set)
@@ -137,11 +155,14 @@ def _draw(
     batch_size: int,
     limit: int | None,
     pin: bool,
+    device: torch.device | None,
     out: queue.Queue,
     stop: threading.Event,
 ) -> None:
     """The thread: draw batches (at most ``limit``) into ``out`` until ``stop``; an error goes to ``out`` too."""
     try:
+        if pin and device is not None and device.type == "cuda" and device.index is not None:
+            torch.cuda.set_device(device)  # pinned buffers belong with the device the step copies them to
         drawn = 0
         while limit is None or drawn < limit:
             batch = _pinned(sampler.labelled_batch(batch_size), pin)
