@@ -64,9 +64,8 @@ class BatchPrefetcher:
         self.batch_size = int(batch_size)
         self.depth = int(depth)
         self.pin_memory = bool(pin_memory)
-        self.device = (
-            device  # the CUDA device the batches go to: the thread makes it current (as DataLoader's does)
-        )
+        # the CUDA device the batches go to: the pinning thread makes it current (as DataLoader's does)
+        self.device = device
         self.wait_seconds = 0.0
         self._state = sampler.state_dict()  # after the last batch taken
         self._thread: threading.Thread | None = None
@@ -92,7 +91,7 @@ class BatchPrefetcher:
                     self._join()
                     continue
                 if isinstance(item, BaseException):
-                    self._join()
+                    self.close()  # the failed batch is drawn again by the next call
                     raise item
                 batch, self._state = item.batch, item.state
                 break
@@ -110,11 +109,13 @@ class BatchPrefetcher:
         self._state = self.sampler.state_dict()
 
     def close(self) -> None:
-        """Stop the thread and drop the batches drawn ahead (the next :meth:`next` starts again)."""
+        """Stop the thread and drop the batches drawn ahead: the sampler goes back to the state after the last
+        batch taken, so the next :meth:`next` gives the batch that follows it."""
         if self._thread is None:
             return
         self._stop.set()
         self._join()
+        self.sampler.load_state_dict(self._state)
 
     def _start(self, remaining: int | None) -> None:
         self._queue = queue.Queue(maxsize=self.depth)

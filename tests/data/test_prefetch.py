@@ -76,8 +76,22 @@ def test_the_state_is_after_the_last_batch_taken_not_the_ones_drawn_ahead(tmp_pa
     # loading a state drops what was drawn ahead: back to the state after batch 2, the same next batches
     ahead.load_state_dict(state)
     assert all(same(a, ahead.next()) for a in expected)
+    # closing drops the batches drawn ahead too, and the next batch is still the one after the last taken
+    following = [sampler_after(5 + i) for i in range(2)]
+    ahead.close()
+    assert ahead.sampler.batches_drawn == 5 and same(following[0], ahead.next())
+    ahead.close()
+    assert same(following[1], ahead.next())
     ahead.close()
     resumed.close()
+
+
+def sampler_after(batches: int):
+    """The batch a fresh sampler draws after ``batches`` batches of 4."""
+    direct = sampler()
+    for _ in range(batches):
+        direct.labelled_batch(4)
+    return direct.labelled_batch(4)
 
 
 def test_the_thread_draws_no_batch_past_the_last_one_the_caller_takes():
@@ -108,6 +122,7 @@ def test_an_error_while_drawing_is_raised_in_the_step():
     ahead.next()
     with pytest.raises(FloatingPointError, match="crop 1 is broken"):
         ahead.next()
+    assert ahead._thread is None and ahead.sampler.batches_drawn == 1  # back after the last batch taken
 
 
 def test_a_dropped_prefetcher_stops_its_thread():
