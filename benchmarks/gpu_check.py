@@ -28,6 +28,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -132,10 +133,25 @@ def pytest_counts(output: str) -> dict[str, int]:
 # the checks (CUDA)
 
 
+def run_bounded(cmd: list[str], timeout: float, **kwargs) -> subprocess.CompletedProcess:
+    """``subprocess.run`` in a session of its own: past ``timeout`` the whole process group is killed (a sweep's
+    Ray processes too, which would otherwise keep the GPU), then TimeoutExpired is raised."""
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True, **kwargs
+    )
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
 def check_tests(timeout: float = 240) -> list[Row]:
     cmd = [sys.executable, "-m", "pytest", "-q", "-n", "0", "-p", "no:cacheprovider", "-m", "gpu", "tests"]
     start = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+    proc = run_bounded(cmd, timeout, cwd=REPO)
     counts = pytest_counts(proc.stdout)
     ok = proc.returncode == 0 and counts.get("passed", 0) > 0
     figures = ", ".join(f"{n} {k}" for k, n in counts.items() if k != "deselected")
@@ -159,13 +175,11 @@ def check_sweep(timeout: float = 300) -> list[Row]:
         uri = f"sqlite:///{work / 'mlflow.db'}"
         env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PYTHONWARNINGS": "ignore", "PYTHONPATH": str(REPO)}
         start = time.perf_counter()
-        proc = subprocess.run(
+        proc = run_bounded(
             [sys.executable, str(REPO / "sweeps" / "run.py"), str(SMOKE_SPEC), "--smoke-test"],
+            timeout,
             cwd=work,
             env=env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
         )
         wall = time.perf_counter() - start
         choice = next(

@@ -111,3 +111,29 @@ def test_the_amp_check_trains_the_shipped_specs_gpu_sizes(tmp_path, monkeypatch)
     assert all(
         c.train.device == "auto" and c.train.amp and c.train.prefetch_batches == 2 for c in cases.values()
     )
+
+
+def test_a_command_past_its_time_is_killed_with_its_children(tmp_path):
+    """What the tests and the sweep run in: past the time limit the whole process group goes (a sweep's Ray
+    processes would otherwise keep the GPU)."""
+    pid_file = tmp_path / "child.pid"
+    script = f"import subprocess, time; p = subprocess.Popen(['sleep', '60']); open({str(pid_file)!r}, 'w').write(str(p.pid)); time.sleep(60)"
+    started = time.time()
+    with pytest.raises(subprocess.TimeoutExpired):
+        check.run_bounded([sys.executable, "-c", script], timeout=3)
+    assert time.time() - started < 30
+    child = int(pid_file.read_text())
+    deadline = time.time() + 10
+    while time.time() < deadline and Path(f"/proc/{child}").exists() and "Z" not in _state(child):
+        time.sleep(0.1)
+    assert not Path(f"/proc/{child}").exists() or "Z" in _state(
+        child
+    )  # gone (or a zombie awaiting its parent)
+    assert check.run_bounded([sys.executable, "-c", "print('hi')"], timeout=60).stdout == "hi\n"
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].split()[0]
+    except OSError:
+        return "Z"
