@@ -26,3 +26,7 @@ class UserPathError(UserError, OSError):
 
 class SweepError(UserError, RuntimeError):
     """A sweep that cannot start, resume or be scheduled; one line."""
+
+
+class ExportError(UserError, ValueError):
+    """A model that cannot be exported as a graph, or an exported graph that cannot be used; one line."""
