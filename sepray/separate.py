@@ -16,7 +16,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Protocol
@@ -337,17 +336,24 @@ def separate_file(
     return target
 
 
-def load_run_model(run_id: str, device: torch.device | str = "cpu", uri: str | None = None):
-    """Download and load the model package logged by MLflow run ``run_id`` -> (model, PackageInfo)."""
-    from sepray import tracking
-    from sepray.package import PackageError, load_package
+def load_run_model(
+    run_id: str,
+    device: torch.device | str = "cpu",
+    uri: str | None = None,
+    engine: str = "torch",
+    log: Callable[[str], None] | None = None,
+):
+    """Download and load the model package logged by MLflow run ``run_id`` -> (model, PackageInfo).
 
-    with tempfile.TemporaryDirectory(prefix="sepray-package-") as tmp:
-        pkg = tracking.download_package(run_id, tmp, uri)
-        try:
-            return load_package(pkg, device)
-        except PackageError as exc:  # name the run's artifact, not the temporary download folder
-            raise PackageError(str(exc).replace(str(pkg), f"run {run_id}: artifact {pkg.name}")) from None
+    ``engine``: torch (the eager model) | onnx | torch-export (its exported graph, :mod:`sepray.export`)."""
+    from sepray.package import load_package, run_package
+
+    with run_package(run_id, uri) as package:
+        if engine == "torch":
+            return load_package(package, device)
+        from sepray.export.package import load_package_engine
+
+        return load_package_engine(package, engine, device, log)
 
 
 def separate_run(
@@ -360,9 +366,13 @@ def separate_run(
     show_progress: bool = True,
     log: Callable[[str], None] | None = None,
     max_memory: int | None = None,
+    engine: str = "torch",
 ) -> list[Path]:
     """``sepray separate``: check every input and output folder, load the run's model, separate each file;
     return the output folders. ``log`` gets a line for each previous separation that is replaced.
+
+    ``engine``: torch (eager) | onnx | torch-export: the run's exported graph (exported on the fly when the run
+    has none; CPU only, so ``device="auto"`` means the CPU for them).
 
     ``chunk_seconds=None``: the longest chunk whose model call fits ``max_memory`` bytes (default: half the
     free memory of the device, at most 2 GiB; see :mod:`sepray.chunk_budget`).
@@ -377,11 +387,12 @@ def separate_run(
     check_output_root(outdir)
     for path in paths:
         check_output_folder(outdir / path.stem, paths)
-    dev = resolve_device(device)
-    model, info = load_run_model(run_id, dev, uri)
+    dev = resolve_device("cpu" if engine != "torch" and device == "auto" else device)
+    model, info = load_run_model(run_id, dev, uri, engine, log)
     if chunk_seconds is None:
         budget = default_max_memory(dev) if max_memory is None else max_memory
-        chunk_seconds = auto_chunk_seconds(model, info.sample_rate, budget, dev)
+        eager = getattr(model, "eager", model)  # an exported engine: the eager model's memory per sample
+        chunk_seconds = auto_chunk_seconds(eager, info.sample_rate, budget, dev)
         if show_progress:
             print(f"{chunk_seconds:.3g} s chunks (memory budget {format_memory(budget)})", file=sys.stderr)
     return [separate_file(model, info, p, outdir, dev, chunk_seconds, show_progress, log) for p in paths]

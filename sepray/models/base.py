@@ -59,7 +59,11 @@ class TrainingLoss(NamedTuple):
 
 class GraphCut(NamedTuple):
     """The exportable part of a separator: ``core`` maps one tensor (batch first) to one tensor; the graph input's
-    ``time_axis`` takes the lengths ``min_length + k * length_step`` (k >= 0), every batch size >= 1."""
+    ``time_axis`` takes the lengths ``min_length + k * length_step`` (k >= 0), every batch size >= 1.
+
+    Valid-convolution models (``halo == 0``) start at the input of two output samples: traced code may treat a
+    single output sample specially. A shorter input is padded on the right to ``input_length(2)`` and the output
+    cropped (exact: an output sample depends only on the input samples under it)."""
 
     core: nn.Module
     time_axis: int
@@ -139,8 +143,9 @@ class Separator(nn.Module):
         return 0
 
     def graph_cut(self) -> GraphCut:
-        """The whole of ``decode(forward(mix))``: mix (B, C, T) at the model's valid lengths -> waveforms."""
-        return GraphCut(DecodedForward(self), 2, self.input_length(1), self.step)
+        """The whole of ``decode(forward(mix))``: mix (B, C, T) at the model's valid lengths -> waveforms (valid
+        models: from the shortest input with two output samples on; see :attr:`GraphCut.min_length`)."""
+        return GraphCut(DecodedForward(self), 2, self.input_length(2 if self.halo == 0 else 1), self.step)
 
     def graph_input(self, mix: torch.Tensor) -> tuple[torch.Tensor, Any]:
         """mix (B, C, T) -> (the graph's input, state for :meth:`graph_finish`); the default: (mix, None)."""

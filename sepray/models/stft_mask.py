@@ -83,16 +83,19 @@ class STFTMask(STFTSeparator):
     def magnitudes(self, mag: torch.Tensor) -> torch.Tensor:
         """Mixture magnitudes (B, C, bins, N) -> source magnitudes (B, S, C, bins, N), >= 0."""
         batch, channels, bins, frames = mag.shape
-        sources, filters = len(self.config.sources), self.config.time_filters
+        sources = len(self.config.sources)
         x = torch.log1p(mag).flatten(1, 2)  # (B, C * bins, N)
         x = self.time_conv(self.freq_conv(x))  # (B, time_filters, N)
         x = F.relu(self.dense(x))  # (B, bottleneck, N)
-        x = F.relu(self.branches(x)).reshape(batch * sources, filters, frames)  # (B * S, time_filters, N)
-        # back through the encoder's own (tied) convs: (B * S, freq_filters, N) -> (B * S, C * bins, N)
+        # one branch output per source, as one batch of S * B items, source-major (torch.export cannot follow a
+        # reshape that splits the batch axis): (S * B, time_filters, N)
+        x = torch.cat(F.relu(self.branches(x)).chunk(sources, dim=1))
+        # back through the encoder's own (tied) convs: (S * B, freq_filters, N) -> (S * B, C * bins, N)
         x = F.conv_transpose1d(x, self.time_conv.weight, padding=self.config.time_kernel // 2)
         x = F.conv_transpose1d(x, self.freq_conv.weight)
-        x = F.relu(x.view(batch, sources, channels * bins, frames) + self.source_bias[:, :, None])
-        return x.view(batch, sources, channels, bins, frames)
+        x = x.unflatten(0, (sources, batch)).transpose(0, 1)  # (B, S, C * bins, N)
+        x = F.relu(x + self.source_bias[:, :, None])
+        return x.unflatten(2, (channels, bins))
 
     def masks(self, mag: torch.Tensor) -> torch.Tensor:
         """Mixture magnitudes (B, C, bins, N) -> ratio masks (B, S, C, bins, N), summing to one over S."""

@@ -137,7 +137,7 @@ class WaveNet(ContextSeparator):
         of ``decode(forward(mix))``."""
         if self.config.input != "stft":
             return super().graph_cut()
-        return GraphCut(_FromSpectralFeatures(self), 2, self.stack.context + 1, 1)
+        return GraphCut(_FromSpectralFeatures(self), 2, self.stack.context + 2, 1)  # two output samples
 
     def graph_input(self, mix: torch.Tensor) -> tuple[torch.Tensor, Any]:
         if self.config.input != "stft":
