@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -61,7 +62,9 @@ def graph_runner(path: str | os.PathLike, fmt: str, threads: int | None = None) 
             return torch.from_numpy(session.run(None, feed)[0])
 
         return run_onnx
-    program = torch.export.load(Path(path)).module()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "buffer is not writable": the weights are only read
+        program = torch.export.load(Path(path)).module()
 
     def run_program(x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
