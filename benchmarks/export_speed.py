@@ -6,7 +6,8 @@ each engine: reading, resampling to the model's rate and back, the model, the fu
 the two WAVs, as ``sepray separate`` does (chunk length: the auto choice for a 2 GiB budget, as the CLI picks
 it by default). Prints export time, wall time (best of ``--repeats``) and x real time per engine, the largest
 difference between an engine's WAVs and the eager ones (16-bit files: one step is 3.1e-5), the load average
-before and after, and with ``--profile`` where the time of one run goes.
+before and after, the model's floating-point operations on the song (torch's FLOP counter: the bound on speed),
+and with ``--profile`` where the time of one run goes.
 
     python benchmarks/export_speed.py [--seconds 30] [--threads 2] [--repeats 3] [--only spec] [--profile]
 """
@@ -24,6 +25,7 @@ import time
 from pathlib import Path
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from sepray.audio import read_audio, write_audio
 from sepray.chunk_budget import auto_chunk_seconds, default_max_memory
@@ -59,6 +61,15 @@ def build_package(preset: str, overrides: list[str], folder: Path) -> Path:
     torch.manual_seed(0)
     model = build_model(cfg.model_name, cfg.model).eval()
     return save_package(model, folder, cfg.model_name, cfg.data.sample_rate)
+
+
+def model_gflop(model, rate: int, seconds: float) -> float:
+    """Floating-point operations of the model on the song (both channels) at its rate, as torch counts them."""
+    batch = 2 if model.audio_channels == 1 else 1
+    mix = torch.zeros(batch, model.audio_channels, model.input_length(round(seconds * rate)))
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(mix)
+    return counter.get_total_flops() / 1e9
 
 
 def timed_separation(model, info, song: Path, out: Path, chunk: float, repeats: int) -> float:
@@ -112,7 +123,11 @@ def main() -> int:
             package = build_package(preset, overrides, tmp / f"package-{len(label)}")
             eager, info = load_package_engine(package, "torch")
             chunk = auto_chunk_seconds(eager, info.sample_rate, default_max_memory("cpu"))
-            print(f"{label}: {sum(p.numel() for p in eager.parameters()):,} parameters, {chunk:.3g} s chunks")
+            gflop = model_gflop(eager, info.sample_rate, args.seconds)
+            params = sum(p.numel() for p in eager.parameters())
+            print(
+                f"{label}: {params:,} parameters, {chunk:.3g} s chunks, {gflop:.0f} GFLOP per song (model only)"
+            )
             profiles = {}
             for engine in args.engines:
                 export_s = 0.0
