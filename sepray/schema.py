@@ -84,13 +84,19 @@ def coerce(value: Any, hint: Any, where: str) -> Any:
             try:
                 return coerce(value, arg, where)
             except ConfigError as exc:
-                errors.append(str(exc))
-        raise ConfigError(errors[0] if errors else f"{where}: invalid value {value!r}")
+                errors.append((_shape_matches(value, arg), str(exc)))
+        # report the error of the alternative shaped like the value (a list's items, a mapping's keys)
+        errors.sort(key=lambda e: not e[0])
+        raise ConfigError(errors[0][1] if errors else f"{where}: invalid value {value!r}")
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{where}: expected a list, got {value!r}")
         inner = args[0] if args else Any
+        if _holds_dataclass(inner):  # name the item: data.path[1].weight
+            return tuple(coerce(v, inner, f"{where}[{i}]") for i, v in enumerate(value))
         return tuple(coerce(v, inner, where) for v in value)
+    if dataclasses.is_dataclass(hint):
+        return build_dataclass(hint, value, where)
     if hint is Any:
         return value
     if hint is bool:
@@ -117,6 +123,21 @@ def coerce(value: Any, hint: Any, where: str) -> Any:
             return value
         raise ConfigError(f"{where}: expected a string, got {value!r}")
     return value
+
+
+def _shape_matches(value: Any, hint: Any) -> bool:
+    """True when ``value`` has the shape of ``hint``: a list for a tuple, a mapping for a dataclass."""
+    if typing.get_origin(hint) is tuple:
+        return isinstance(value, (list, tuple))
+    if dataclasses.is_dataclass(hint):
+        return isinstance(value, dict)
+    return False
+
+
+def _holds_dataclass(hint: Any) -> bool:
+    if dataclasses.is_dataclass(hint):
+        return True
+    return any(dataclasses.is_dataclass(a) for a in typing.get_args(hint))
 
 
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -73,7 +73,8 @@ class Trainer:
             self.model.input_length(max(1, round(tc.segment_seconds * sr)))
         )
         self.input_length = self.model.input_length(self.output_length)
-        self.splits = splits if splits is not None else load_splits(cfg.data)
+        # the test songs are the evaluator's (sepray/evaluate.py): training reads only train and valid
+        self.splits = splits if splits is not None else load_splits(cfg.data, ("train", "valid"))
         if not self.splits.get("train"):
             raise UsageError("data: no training songs")
         self.sources = self.model.sources
@@ -90,6 +91,7 @@ class Trainer:
             sr,
             tc.seed,
             domains,
+            corpus_weights={c.corpus_name: c.weight for c in cfg.data.corpora()},
         )
         valid_songs = self.splits.get("valid") or self.splits["train"]
         v_out = self.model.output_length(self.model.input_length(max(1, round(tc.valid_seconds * sr))))

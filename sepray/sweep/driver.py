@@ -9,6 +9,7 @@ child runs no trial is alive to finish, and evaluates the top-k on the full test
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -30,15 +31,26 @@ from sepray.sweep.trial import TrialContext, close_orphans
 STATE_FILE = "sepray_sweep.json"  # in the Ray experiment folder: parent run id, tracking URI, spec
 
 
-def prepare_data(spec: SweepSpec) -> None:
-    """Generate the synthetic corpus once in the driver, so trials do not wait on each other to build it."""
+def with_absolute_data_paths(spec: SweepSpec) -> SweepSpec:
+    """The spec with its fixed dataset roots and split files made absolute against the driver's working folder:
+    Ray Tune runs each trial in its own working folder (``RAY_CHDIR_TO_TRIAL_DIR``)."""
+    from sepray.config import absolute_data_paths
+
+    return dataclasses.replace(spec, fixed={**spec.fixed, "data": absolute_data_paths(spec.fixed["data"])})
+
+
+def prepare_data(spec: SweepSpec, log=print) -> None:
+    """Generate the synthetic corpus (and decode real corpora into the audio cache) once in the driver, so
+    trials do not wait on each other to build it or decode the same files at once."""
     from sepray.config import DataConfig
-    from sepray.data import ensure_synthetic_corpus
+    from sepray.data import ensure_synthetic_corpus, prepare_corpora
     from sepray.schema import build_dataclass
 
     data = build_dataclass(DataConfig, spec.fixed["data"], f"{spec.label}: data")
     if data.path is None:
         ensure_synthetic_corpus(data)
+    else:
+        prepare_corpora(data, log)
 
 
 def run_sweep(
@@ -59,7 +71,7 @@ def run_sweep(
     """
     from sepray.sweep import leaderboard
 
-    spec = load_spec(spec_path, overrides, smoke_test)
+    spec = with_absolute_data_paths(load_spec(spec_path, overrides, smoke_test))
     # save the experiment state often (--resume loses less); keep MLflow's download bars out of the output
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "5")
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
@@ -78,7 +90,7 @@ def run_sweep(
         sweep = TrialContext.of(spec, trial_tracking_uri(uri, address, log), parent.run_id)
         started = time.time()
         try:
-            prepare_data(spec)
+            prepare_data(spec, log)
             _restore_snapshot(spec, resume, log)
             results = tuner.fit(spec, sweep, resume, log)
             trials = [_trial_summary(r) for r in results]
