@@ -1,4 +1,5 @@
-"""End-to-end separation speed, eager against exported graphs: the quickstart winner and a paper-size Wave-U-Net.
+"""End-to-end separation speed, eager against exported graphs: the default preset, the quickstart winner and a
+paper-size Wave-U-Net.
 
 Each model (random weights: speed does not depend on them) is saved as a package, exported (ONNX and
 torch.export), and separates the same 30 s stereo 44.1 kHz WAV through ``sepray.separate.separate_file`` with
@@ -38,6 +39,7 @@ from sepray.separate import separate_file
 
 SONG_SR = 44100
 MODELS = {
+    "spec-unet-small (sepray train's default): 4 levels / 8 ch / max 32, 8 kHz mono": ("spec-unet-small", []),
     "quickstart winner: spec_unet 3 levels / 12 ch / max 64, 8 kHz mono": (
         "spec-unet-small",
         ["model.levels=3", "model.channels=12", "model.max_channels=64"],
