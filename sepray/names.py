@@ -1,7 +1,8 @@
 """Every MLflow tag and metric name sepray writes or reads, defined once (imports nothing).
 
 Tags are ``sepray.<name>``; metrics are ``<split>_sdr[_<baseline>][_<source>]``, e.g. ``valid_sdr_vocals``,
-``test_sdr``, ``test_sdr_halfmix_accompaniment``. A trial's outcome is one of :data:`OUTCOMES`.
+``test_sdr``, ``test_sdr_halfmix_accompaniment`` (museval v4), and ``<split>_<global>[_<source>]`` for the BSS Eval
+v3 length-weighted means, e.g. ``test_gnsdr_vocals``. A trial's outcome is one of :data:`OUTCOMES`.
 """
 
 from __future__ import annotations
@@ -20,12 +21,14 @@ NUM_PARAMETERS = "sepray.num_parameters"
 EPOCHS = "sepray.epochs"
 TRAIN_SECONDS = "sepray.train_seconds"
 OUTCOME = "sepray.outcome"
+CUT_BY = "sepray.cut_by"  # the limit that cut a trial (outcome cut_by_time): SWEEP_LIMIT | TRIAL_LIMIT
 LAST_ERROR = "sepray.last_error"  # why a trial (or a sweep) failed, or why its last attempt crashed
 EXCERPT_ERROR = "sepray.excerpt_error"
 BEST = "sepray.best"  # on the winning trial's run
 SWEEP = "sepray.sweep"
 SWEEP_STATUS = "sepray.sweep_status"  # finished | interrupted
 BEST_RUN_ID = "sepray.best_run_id"  # on the parent run
+NO_BEST_REASON = "sepray.no_best_reason"  # on the parent run of a sweep that has no best model: why
 REGISTERED_MODEL = "sepray.registered_model"
 VERSION = "sepray.version"
 SMOKE_TEST = "sepray.smoke_test"
@@ -44,10 +47,15 @@ REPORT = "report/index.html"  # the sweep report on the parent run (images, audi
 # -- outcomes of a trial (tag OUTCOME) and statuses of a sweep (tag SWEEP_STATUS) -----------------------------
 RUNNING = "running"
 FINISHED = "finished"
-STOPPED_EARLY = "stopped_early"
+STOPPED_EARLY = "stopped_early"  # ASHA stopped it (no model package)
+CUT_BY_TIME = "cut_by_time"  # a time limit stopped it; its run keeps the model of its last completed epoch
 FAILED = "failed"
 INTERRUPTED = "interrupted"
-OUTCOMES = (RUNNING, FINISHED, STOPPED_EARLY, FAILED, INTERRUPTED)
+OUTCOMES = (RUNNING, FINISHED, STOPPED_EARLY, CUT_BY_TIME, FAILED, INTERRUPTED)
+MODEL_OUTCOMES = (FINISHED, CUT_BY_TIME)  # a FINISHED run with one of these holds a model package
+# the two time limits of a sweep (spec keys, the value of the CUT_BY tag)
+SWEEP_LIMIT = "budget.sweep_seconds"  # Tune's time_budget_s: Tune stops every running trial
+TRIAL_LIMIT = "budget.trial_seconds"  # train.max_seconds: the trial ends after the epoch that passes it
 
 # -- metrics -----------------------------------------------------------------------------------------------
 VALID_LOSS = "valid_loss"
@@ -58,10 +66,21 @@ TRAIN_DOMAIN_ACCURACY = "train_domain_accuracy"  # domain classifier accuracy on
 TRAIN_EXTRAS = {"confusion_loss": TRAIN_CONFUSION_LOSS, "domain_accuracy": TRAIN_DOMAIN_ACCURACY}
 BASELINES = ("mix", "halfmix")  # the trivial estimates: the mixture, half the mixture
 
+# -- test metrics (`sepray score --metric`, `sepray evaluate --metric`, a sweep spec's `test_metric`) -----------
+MUSEVAL_V4 = "museval_v4"  # framewise SDR, median over 1 s frames then songs (sepray's default)
+BSS_EVAL_V3 = "bss_eval_v3"  # bss_eval_sources over whole clips, NSDR; length-weighted GNSDR / GSIR / GSAR
+TEST_METRICS = (MUSEVAL_V4, BSS_EVAL_V3)
+BSS_GLOBALS = ("gnsdr", "gsir", "gsar", "gsdr")  # the length-weighted means of NSDR / SIR / SAR / SDR
+
 
 def x_realtime_metric(split: str) -> str:
     """``test_x_realtime``: seconds of audio separated per second of wall time when evaluating ``split``."""
     return f"{split}_x_realtime"
+
+
+def global_metric(split: str, score: str, source: str | None = None) -> str:
+    """``global_metric("test", "gnsdr", "vocals")`` -> ``test_gnsdr_vocals``; no source -> the mean over sources."""
+    return "_".join([split, score, *([source] if source else [])])
 
 
 def sdr_metric(split: str, source: str | None = None, baseline: str | None = None) -> str:

@@ -268,6 +268,11 @@ class Trainer:
             tc.max_seconds is not None and self.train_seconds >= tc.max_seconds
         )
 
+    @property
+    def cut_by_time(self) -> bool:
+        """Finished because ``train.max_seconds`` ran out before ``train.epochs`` were trained."""
+        return self.finished and self.epoch < self.cfg.train.epochs
+
 
 # ----------------------------------------------------------------------------------------------------------
 

@@ -48,16 +48,20 @@ def exports(tmp_path_factory):
 
 
 def assert_equal_to_eager(model, engine) -> None:
-    """One call at three valid lengths and batch sizes (the shortest length included), and a long signal
-    separated in several chunks of two chunk lengths, as ``sepray separate`` runs them."""
+    """One call at three valid lengths and batch sizes (the shortest length included), unclamped and decoded,
+    and a long signal separated in several chunks of two chunk lengths, as ``sepray separate`` runs them."""
     with torch.no_grad():
         for batch, steps in ((1, 0), (2, 5), (3, 41)):
             mix = random_mix(model, model.input_length(1) + steps * model.step, batch, seed=steps)
-            diff = (engine(mix) - model.decode(model(mix))).abs().max()
-            assert diff <= TOLERANCE, (batch, mix.shape[-1], float(diff))
-        mix = random_mix(model, 5 * model.input_length(64) + 3, 2, seed=7)
-        for chunk in (64, 3 * model.step + 5):
-            want, got = run_chunked(model, mix, chunk), run_chunked(engine, mix, chunk)
+            got, want = engine(mix), model(mix)
+            assert (got - model.waveforms(want)).abs().max() <= TOLERANCE, (batch, mix.shape[-1])
+            assert (engine.decode(got) - model.decode(want)).abs().max() <= TOLERANCE
+        mix = 4 * random_mix(model, 5 * model.input_length(64) + 3, 2, seed=7)  # beyond full scale
+        for chunk, clamp in ((64, True), (3 * model.step + 5, False)):
+            want, got = (
+                run_chunked(model, mix, chunk, clamp=clamp),
+                run_chunked(engine, mix, chunk, clamp=clamp),
+            )
             assert (got - want).abs().max() <= TOLERANCE, chunk
 
 

@@ -76,7 +76,9 @@ def graph_runner(path: str | os.PathLike, fmt: str, threads: int | None = None) 
 class ExportedSeparator(Separator):
     """An eager separator whose :meth:`~sepray.models.base.Separator.graph_cut` part runs as an exported graph.
 
-    mix (B, C, T) -> waveforms (B, S, C, T_out), already decoded (``decode`` is the identity). CPU only.
+    mix (B, C, T) -> waveforms (B, S, C, T_out): the eager model's ``waveforms(forward(mix))`` (mu-law heads
+    decoded in the graph), a regression head; ``decode`` clamps to [-1, 1] as the eager regression heads do.
+    CPU only.
     """
 
     head = "regression"
@@ -105,3 +107,7 @@ class ExportedSeparator(Separator):
             return self.forward(torch.nn.functional.pad(mix, (0, shortest - length)))[..., :out]
         x, state = self.eager.graph_input(mix)
         return self.eager.graph_finish(self._run(x), state)
+
+    def decode(self, output: torch.Tensor) -> torch.Tensor:
+        """Waveforms (B, S, C, T) -> the same clamped to [-1, 1]."""
+        return output.clamp(-1.0, 1.0)

@@ -15,7 +15,9 @@ Heads:
 * ``head == "regression"``: ``forward`` returns waveforms ``(batch, sources, audio_channels, time_out)``.
 * ``head == "mulaw"``: ``forward`` returns logits ``(batch, 256, sources, audio_channels, time_out)``,
   ready for ``F.cross_entropy(logits, mu_law_encode(target))``.
-``decode(output)`` always returns waveforms ``(batch, sources, audio_channels, time_out)`` in [-1, 1].
+``decode(output)`` always returns waveforms ``(batch, sources, audio_channels, time_out)`` in [-1, 1]; for a
+regression head it only clamps, and file separation (``sepray.separate.separate_stream``) skips it so that
+estimates that sum to the mixture still do beyond full scale.
 
 Training (what the one training loop in ``sepray/train.py`` calls; the default is the plain separation loss):
 
@@ -34,8 +36,8 @@ Export (what ``sepray export`` and the exported engines of ``sepray separate`` c
   tensor out, dynamic batch and length), and the valid lengths of its input's time axis.
 * ``graph_input(mix)`` -> ``(graph input, state)``: what runs before the graph (the STFT); ``graph_finish(output,
   state)`` -> waveforms (B, S, C, T): what runs after it (masking, the iSTFT). For every model
-  ``graph_finish(graph_cut().core(x), state) == decode(forward(mix))`` with ``x, state = graph_input(mix)``.
-  The default cut is the whole of ``decode(forward(mix))``.
+  ``graph_finish(graph_cut().core(x), state) == waveforms(forward(mix))`` with ``x, state = graph_input(mix)``:
+  a mu-law head's output decoded, a regression head's unclamped. The default cut is all of it.
 """
 
 from __future__ import annotations
@@ -71,15 +73,16 @@ class GraphCut(NamedTuple):
     length_step: int
 
 
-class DecodedForward(nn.Module):
-    """``decode(forward(mix))`` of a separator as a module: mix (B, C, T) -> waveforms (B, S, C, T_out)."""
+class WaveformForward(nn.Module):
+    """A separator's forward as waveforms: mix (B, C, T) -> (B, S, C, T_out); a mu-law head's logits decoded, a
+    regression head's waveforms as they are (its ``decode`` only clamps them)."""
 
     def __init__(self, model: Separator) -> None:
         super().__init__()
         self.model = model
 
     def forward(self, mix: torch.Tensor) -> torch.Tensor:
-        return self.model.decode(self.model(mix))
+        return self.model.waveforms(self.model(mix))
 
 
 class Separator(nn.Module):
@@ -142,10 +145,14 @@ class Separator(nn.Module):
         """Steps run one after another in one call producing ``output_length`` samples; 0 = one pass."""
         return 0
 
+    def waveforms(self, output: torch.Tensor) -> torch.Tensor:
+        """Head output -> waveforms (B, S, C, T): ``decode`` for a mu-law head; a regression head's output as it is."""
+        return self.decode(output) if self.head == "mulaw" else output
+
     def graph_cut(self) -> GraphCut:
-        """The whole of ``decode(forward(mix))``: mix (B, C, T) at the model's valid lengths -> waveforms (valid
+        """All of ``waveforms(forward(mix))``: mix (B, C, T) at the model's valid lengths -> waveforms (valid
         models: from the shortest input with two output samples on; see :attr:`GraphCut.min_length`)."""
-        return GraphCut(DecodedForward(self), 2, self.input_length(2 if self.halo == 0 else 1), self.step)
+        return GraphCut(WaveformForward(self), 2, self.input_length(2 if self.halo == 0 else 1), self.step)
 
     def graph_input(self, mix: torch.Tensor) -> tuple[torch.Tensor, Any]:
         """mix (B, C, T) -> (the graph's input, state for :meth:`graph_finish`); the default: (mix, None)."""
@@ -224,9 +231,9 @@ class STFTSeparator(Separator):
         return spec.abs(), (spec, mix.shape[-1])
 
     def graph_finish(self, output: torch.Tensor, state: Any) -> torch.Tensor:
-        """masks (B, S, C, bins, N) -> clamped waveforms (B, S, C, T)."""
+        """masks (B, S, C, bins, N) -> waveforms (B, S, C, T), unclamped."""
         spec, length = state
-        return self.decode(self.synthesize(output, spec, length))
+        return self.synthesize(output, spec, length)
 
     @property
     def min_length(self) -> int:

@@ -134,7 +134,7 @@ class WaveNet(ContextSeparator):
 
     def graph_cut(self) -> GraphCut:
         """``input == "stft"``: the graph starts after the STFT (spectral features (B, C * bins, T')); else all
-        of ``decode(forward(mix))``."""
+        of ``waveforms(forward(mix))``."""
         if self.config.input != "stft":
             return super().graph_cut()
         return GraphCut(_FromSpectralFeatures(self), 2, self.stack.context + 2, 1)  # two output samples
@@ -165,4 +165,4 @@ class _FromSpectralFeatures(nn.Module):
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         model = self.model
-        return model.decode(model.from_features(pointwise(model.input_conv, features)))
+        return model.waveforms(model.from_features(pointwise(model.input_conv, features)))

@@ -108,6 +108,12 @@ def run_sweep(
                     "interrupted": True,
                     "signal": signum or signal.SIGINT,
                 }
+            cut = tuner.keep_cut_trials(results, sweep, log)
+            if cut:
+                log(
+                    f"the sweep's time limit ({names.SWEEP_LIMIT} = {spec.budget.sweep_seconds} s) cut "
+                    f"{len(cut)} trial(s); each keeps the model of its last completed epoch"
+                )
             close_orphans(spec.name, parent.run_id, uri, names.STOPPED_EARLY)
             parent.log_metrics({"sweep_seconds": time.time() - started}, step=int(resume))
             exp_dir = spec.experiment_dir()
