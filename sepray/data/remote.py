@@ -278,6 +278,9 @@ def fetch(uri: str, cache_dir: Path, log_line: Callable[[str], None] | None = No
         return folder / DATA_DIR
     with file_lock(cache_dir / REMOTE_DIR / f".{uri_digest(uri)}.lock"):
         if not is_complete(folder):  # another process may have copied it while this one waited
+            # what a copier killed mid-copy left (no other process copies this URI while the lock is held)
+            for stale in folder.parent.glob(f".tmp-{uri_digest(uri)}-*"):
+                shutil.rmtree(stale, ignore_errors=True)
             _copy(listing, folder, log_line)
             for old in copies_of(uri, cache_dir):
                 if old != folder:

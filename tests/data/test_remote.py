@@ -5,6 +5,7 @@ server that is down are each one line naming the URI. `file://` reads the folder
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -83,6 +84,16 @@ def test_s3_root_is_copied_once_verified_then_loaded_from_the_copy_without_the_s
     clear_memo()
     again = load_splits(data(s3.uri, cache))
     assert song_values(again) == song_values(local)
+    # a local sweep goes on from this machine's copy (a note); on a cluster the other nodes need the URI
+    spec = load_spec(str(REPO / "sweeps" / "quickstart.yaml"), [f"data.path={s3.uri}"], smoke_test=True)
+    spec = dataclasses.replace(
+        spec, fixed={**spec.fixed, "data": {**spec.fixed["data"], "cache_dir": str(cache)}}
+    )
+    lines = []
+    check_data(spec, on_cluster=False, log=lines.append)
+    assert len(lines) == 1 and "cannot reach the server" in lines[0] and f"copy {copy / 'data'}" in lines[0]
+    with pytest.raises(DatasetError, match="cannot reach the server"):
+        check_data(spec, on_cluster=True, log=lines.append)
 
 
 def _closed_port() -> int:
