@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import shlex
 import signal
 import sys
+import typing
 from pathlib import Path
 
 import sepray
+from sepray import names
 from sepray.errors import UsageError, UserError
 
 EXIT_USER_ERROR = 2
@@ -98,7 +101,9 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from sepray.evaluate import evaluate_run, format_evaluation
 
     _check_run_id(args.run_id)
-    result = evaluate_run(args.run_id, data_path=args.data, split=args.split, device=args.device)
+    result = evaluate_run(
+        args.run_id, data_path=args.data, split=args.split, device=args.device, metric=args.metric
+    )
     print(format_evaluation(result))
 
 
@@ -132,7 +137,7 @@ def cmd_separate(args: argparse.Namespace) -> None:
 def cmd_score(args: argparse.Namespace) -> None:
     from sepray.scoring import format_table, score_folders
 
-    result = score_folders(args.reference_dir, args.estimate_dir, json_path=args.json)
+    result = score_folders(args.reference_dir, args.estimate_dir, json_path=args.json, metric=args.metric)
     print(format_table(result))
 
 
@@ -150,8 +155,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             num_cpus=args.num_cpus,
             resume_command=resume_command(args),
         )
-    except KeyboardInterrupt:
-        return 128 + int(INTERRUPTED["signal"] or signal.SIGINT)  # 130 for Ctrl-C, 143 for SIGTERM
+    except KeyboardInterrupt as exc:  # 130 for Ctrl-C, 143 for SIGTERM
+        return 128 + int(INTERRUPTED["signal"] or getattr(exc, "signum", signal.SIGINT))
     if outcome.get("interrupted"):
         return 128 + int(outcome.get("signal") or signal.SIGINT)
     if outcome.get("best_run_id"):
@@ -206,8 +211,16 @@ def cmd_presets(args: argparse.Namespace) -> None:
         print(name)
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (``sepray: error: ... (see PROG --help)``), exit 2, like every
+    other user error; subcommand parsers are of this class too (``add_subparsers`` uses the parent's)."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(EXIT_USER_ERROR, f"sepray: error: {' '.join(message.split())} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="sepray", description=sepray.__doc__)
+    p = OneLineParser(prog="sepray", description=sepray.__doc__)
     p.add_argument("--version", action="version", version=f"sepray {sepray.__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -240,6 +253,13 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--data", help="dataset folder (default: the run's own data config)")
     ev.add_argument("--split", default="test", choices=["train", "valid", "test"])
     ev.add_argument("--device", default="auto")
+    ev.add_argument(
+        "--metric",
+        choices=names.TEST_METRICS,
+        default=names.MUSEVAL_V4,
+        help="museval_v4 (default): framewise SDR; bss_eval_v3: also BSS Eval v3 over whole songs, logged as "
+        "<split>_gnsdr_<source>, _gsir_, _gsar_ (length-weighted over songs)",
+    )
     ev.set_defaults(func=cmd_evaluate)
 
     sep = sub.add_parser("separate", help="separate songs with a logged model into vocals / accompaniment")
@@ -264,6 +284,13 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("reference_dir", type=Path)
     sc.add_argument("estimate_dir", type=Path)
     sc.add_argument("--json", type=Path, help="write per-song/source frame values and medians here")
+    sc.add_argument(
+        "--metric",
+        choices=names.TEST_METRICS,
+        default=names.MUSEVAL_V4,
+        help="museval_v4: framewise SDR, median over 1 s frames, then songs (default); bss_eval_v3: BSS Eval v3 "
+        "SDR/SIR/SAR over each whole song, NSDR, and GNSDR/GSIR/GSAR weighted by song length (MIR-1K papers)",
+    )
     sc.set_defaults(func=cmd_score)
 
     sw = sub.add_parser(
@@ -292,13 +319,40 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised as Ctrl-C's KeyboardInterrupt is, so that a command cleans up the same way."""
+
+    signum = signal.SIGTERM
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    """While the block runs (in the main thread), SIGTERM raises :class:`Terminated`; a second SIGTERM during
+    the clean-up is ignored rather than cutting it short."""
+
+    def terminate(signum, frame) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise Terminated()
+
+    try:
+        previous = signal.signal(signal.SIGTERM, terminate)
+    except ValueError:  # not the main thread: signals are not ours to handle
+        previous = None
+    try:
+        yield
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        code = args.func(args)
-    except KeyboardInterrupt:
+        with sigterm_as_interrupt():
+            code = args.func(args)
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (Terminated): exit 130 / 143
         print("sepray: interrupted", file=sys.stderr)
-        return 130
+        return 128 + int(getattr(exc, "signum", signal.SIGINT))
     except (UserError, OSError) as exc:
         if isinstance(exc, OSError) and not isinstance(exc, UserError) and exc.filename is None:
             raise  # not about a path the user gave (e.g. a broken connection): a bug or an outage, in full

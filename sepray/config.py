@@ -21,10 +21,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from sepray import SOURCES
-from sepray.schema import ConfigError, build_dataclass, flatten, parse_override, plain, set_dotted
+from sepray.schema import ConfigError, build_dataclass, flatten, load_yaml, parse_override, plain, set_dotted
 
 
 @dataclass(frozen=True)
@@ -290,10 +288,7 @@ def read_config_source(source: str | Path) -> tuple[dict[str, Any], str]:
             raise ConfigError(f"{name}: not a config file or a preset (presets: {', '.join(preset_names())})")
         label = f"preset {name}"
         text = resources.files("sepray.presets").joinpath(f"{name}.yaml").read_text()
-    try:
-        raw = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{label}: invalid YAML ({str(exc).splitlines()[0]})") from None
+    raw = load_yaml(text, label) or {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{label}: expected a mapping with data/model/train sections")
     return raw, label

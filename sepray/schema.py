@@ -19,6 +19,32 @@ class ConfigError(UserError, ValueError):
     """A configuration problem; the message names the file and key."""
 
 
+def load_yaml(text: str, label: str, error: type = ConfigError) -> Any:
+    """Parse YAML ``text``; malformed YAML is an ``error`` (default :class:`ConfigError`) on one line:
+    ``LABEL: line L, column C: what is wrong`` (and where the construct it breaks started)."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise error(f"{label}: {_yaml_problem(exc)}") from None
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """A YAML parser error as ``line L, column C: invalid YAML: problem (context ...)``, one line."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = " ".join(str(getattr(exc, "problem", None) or exc).split())
+    if mark is None:
+        return f"invalid YAML ({problem})"
+    where = f"line {mark.line + 1}, column {mark.column + 1}: invalid YAML: {problem}"
+    context, start = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+    if context and start is not None and (start.line, start.column) != (mark.line, mark.column):
+        where += (
+            f" ({' '.join(context.split())} that starts at line {start.line + 1}, column {start.column + 1})"
+        )
+    elif context:
+        where += f" ({' '.join(context.split())})"
+    return where
+
+
 def parse_override(item: str, example: str = "train.lr=1e-3") -> tuple[str, Any]:
     """``"a.b=value"`` -> ``("a.b", value)`` with the value parsed as YAML (a plain string if that fails)."""
     if "=" not in item:

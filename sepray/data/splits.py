@@ -31,10 +31,9 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-import yaml
-
 from sepray.config import DataConfig
 from sepray.data.layouts import DatasetError, SongFiles
+from sepray.schema import load_yaml
 
 log = logging.getLogger(__name__)
 
@@ -161,9 +160,10 @@ def read_split_file(path: Path) -> dict[str, list[str]]:
             f"{path}: no such split file; expected a YAML or JSON {{train: [...], valid: [...], test: [...]}}"
         )
     try:
-        raw = yaml.safe_load(path.read_text())  # JSON is YAML
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
         raise DatasetError(f"{path}: cannot read the split file ({str(exc).splitlines()[0]})") from None
+    raw = load_yaml(text, str(path), DatasetError)  # JSON is YAML; malformed: FILE: line L, column C: ...
     if not isinstance(raw, dict) or "train" not in raw:
         raise DatasetError(
             f"{path}: expected a mapping {{train: [...], valid: [...], test: [...]}} of song names"

@@ -179,7 +179,7 @@ def test_split_file_lists_the_songs_of_each_split(tmp_path, caplog):
         ("train: [a_1_01]\nholdout: [b_1_01]\n", "unknown split 'holdout'"),
         ("valid: [a_1_01]\n", "expected a mapping {train: [...]"),
         ("train: a_1_01\n", "train: expected a list of song names"),
-        ("train: [a_1_01\n", "cannot read the split file"),
+        ("train: [a_1_01\n", "line 2, column 1: invalid YAML: expected ',' or ']'"),
     ],
 )
 def test_bad_split_file_is_a_one_line_error_naming_the_file(tmp_path, text, expected):
