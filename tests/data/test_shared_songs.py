@@ -108,7 +108,8 @@ def test_nothing_sepray_does_with_a_song_writes_into_it(tmp_path):
     fixed_crops(every, 2000, 1000, ("vocals", "accompaniment"), 6, seed=2)
     tiny = resolve({"model": {"name": "stft_mask", "n_fft": 128, "hop": 32}, "data": {"sample_rate": SR}})
     model = build_model(tiny.model_name, tiny.model)
-    evaluate_songs(model, every[:2], SR, torch.device("cpu"), 0.5)  # full songs through chunked separation
+    # full songs through chunked separation, scored both ways
+    evaluate_songs(model, every[:2], SR, torch.device("cpu"), 0.5, metric="bss_eval_v3")
 
     _, fields = file_mappings(tmp_path / "cache")
     assert fields, "the songs are not memory-mapped"
