@@ -129,8 +129,19 @@ def cmd_separate(args: argparse.Namespace) -> None:
         show_progress=not args.quiet,
         log=lambda msg: print(msg, file=sys.stderr),
         max_memory=args.max_memory,
+        engine=args.engine,
     )
     for out in outs:
+        print(out)
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from sepray.export.run import export_run
+
+    _check_run_id(args.run_id)
+    artifact, out = export_run(args.run_id, args.format, args.out)
+    print(f"logged {artifact}/ to run {args.run_id}", file=sys.stderr)
+    if out is not None:
         print(out)
 
 
@@ -277,8 +288,29 @@ def build_parser() -> argparse.ArgumentParser:
         type=_memory_size,
         help="memory for one model call beyond the weights, e.g. 2G or 512M (default: half the free memory, at most 2G)",
     )
+    sep.add_argument(
+        "--engine",
+        choices=["torch", "onnx", "torch-export"],
+        default="torch",
+        help="torch: the eager model; onnx / torch-export: the run's exported graph on the CPU (exported on "
+        "the fly when the run has none; see `sepray export`)",
+    )
     sep.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     sep.set_defaults(func=cmd_separate)
+
+    exp = sub.add_parser(
+        "export",
+        help="export a logged model as a graph for fast CPU inference, logged back to its run (model/export/)",
+    )
+    exp.add_argument("--run-id", required=True)
+    exp.add_argument("--format", choices=["onnx", "torch-export"], default="onnx")
+    exp.add_argument(
+        "-o",
+        "--out",
+        type=Path,
+        help="also write a self-contained package with the export to this new folder",
+    )
+    exp.set_defaults(func=cmd_export)
 
     sc = sub.add_parser("score", help="museval-exact SDR of estimate folders against reference folders")
     sc.add_argument("reference_dir", type=Path)

@@ -30,3 +30,7 @@ class NoSpaceError(UserPathError):
 
 class SweepError(UserError, RuntimeError):
     """A sweep that cannot start, resume or be scheduled; one line."""
+
+
+class ExportError(UserError, ValueError):
+    """A model that cannot be exported as a graph, or an exported graph that cannot be used; one line."""

@@ -19,6 +19,7 @@ from sepray import SOURCES, metrics, names, scoring_v3
 from sepray.bss_eval import global_scores, score_clip
 from sepray.config import run_config_from_dict
 from sepray.data import load_splits
+from sepray.data.remote import is_uri
 from sepray.data.splits import SPLITS
 from sepray.errors import MissingFileError, UsageError
 from sepray.numbers import json_safe, nanmean, nanmedian
@@ -149,7 +150,7 @@ def evaluate_run(
     cfg = run_config_from_dict(tracking.load_run_config(run_id, uri), f"run {run_id}: run_config.json")
     data = cfg.data
     if data_path is not None:
-        if not Path(data_path).exists():
+        if not is_uri(str(data_path)) and not Path(data_path).exists():
             raise MissingFileError(f"{data_path}: no such dataset folder")
         # another copy of the run's data set: its layout is detected again; a single root's split (a split
         # file, mir1k-standard) still applies, a list of roots' do not

@@ -6,8 +6,11 @@ the package format version and the sepray version that wrote it. No classes are 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import tempfile
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +19,7 @@ import torch
 
 import sepray
 from sepray.atomic import folder_written_atomically
-from sepray.errors import UserError
+from sepray.errors import ExportError, UserError
 from sepray.models import REGISTRY, Separator, build_model
 
 FORMAT = "sepray-model"
@@ -109,3 +112,18 @@ def load_package(
     except Exception as exc:
         raise PackageError(f"{weights}: cannot load weights ({str(exc).splitlines()[0]})") from None
     return model.to(device).eval(), info
+
+
+@contextlib.contextmanager
+def run_package(run_id: str, uri: str | None = None) -> Iterator[Path]:
+    """Download the model package (``model/``, with its exports) of MLflow run ``run_id`` into a temporary folder
+    for the ``with`` block; a package or export error in it names the run's artifact, not the temporary path."""
+    from sepray import tracking
+
+    with tempfile.TemporaryDirectory(prefix="sepray-package-") as tmp:
+        package = tracking.download_package(run_id, tmp, uri)
+        try:
+            yield package
+        except (PackageError, ExportError) as exc:
+            where = f"run {run_id}: artifact {package.name}"
+            raise type(exc)(str(exc).replace(str(package), where)) from None

@@ -27,9 +27,8 @@ import torch
 
 from sepray.data.sampler import CropSampler
 
-Batch = tuple[
-    torch.Tensor, torch.Tensor, torch.Tensor | None
-]  # mix (B, C, T_in), target (B, S, C, T_out), domains
+# mix (B, C, T_in), target (B, S, C, T_out), domains (B,) or None
+Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]
 PUT_POLL_S = 0.1  # how often a thread blocked on a full queue looks whether it was told to stop
 
 

@@ -39,6 +39,23 @@ def with_absolute_data_paths(spec: SweepSpec) -> SweepSpec:
     return dataclasses.replace(spec, fixed={**spec.fixed, "data": absolute_data_paths(spec.fixed["data"])})
 
 
+def check_data(spec: SweepSpec, on_cluster: bool, log=print) -> None:
+    """Before anything starts: every remote dataset root (``s3://``, ``gs://``, ...) of the spec can be listed
+    from here, else one line naming the URI and why (unreachable, access denied, no such bucket). A local sweep
+    whose machine already holds a complete copy goes on from that copy (a note); on a cluster the trials of
+    other nodes copy it from the URI, so it must answer."""
+    from sepray.config import DataConfig
+    from sepray.data import cache_root, remote
+    from sepray.schema import build_dataclass
+
+    data = build_dataclass(DataConfig, spec.fixed["data"], f"{spec.label}: data")
+    for corpus in data.corpora():
+        if remote.is_remote(corpus.path):
+            log(f"data: {remote.check_reachable(corpus.path, cache_root(data), not on_cluster)}")
+        elif remote.is_uri(corpus.path) and not remote.file_uri_path(corpus.path).is_dir():
+            raise remote.RemoteDataError(f"{corpus.path}: no such dataset folder on this machine")
+
+
 def prepare_data(spec: SweepSpec, log=print) -> None:
     """Generate the synthetic corpus (and decode real corpora into the audio cache) once in the driver, so
     trials do not wait on each other to build it or decode the same files at once."""
@@ -77,6 +94,7 @@ def run_sweep(
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the table of tuner.progress_reporter, not Ray's own
+    check_data(spec, on_cluster=address is not None, log=log)
     cluster.init_ray(address, num_cpus)
     again = resume_command or "the same command with --resume"
     previous_sigterm = signal.getsignal(signal.SIGTERM)

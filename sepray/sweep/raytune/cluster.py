@@ -251,7 +251,8 @@ def shutdown() -> None:
 
 
 # environment variables a driver joining a cluster hands its trials (through Ray's runtime_env): MLflow's
-# credentials (a server with basic auth) and HTTP retry settings, and sepray's tracking retry window
+# credentials (a server with basic auth) and HTTP retry settings, sepray's tracking retry window, and what the
+# trials need to copy a remote data.path (s3:// credentials, region, an S3-compatible endpoint; gs:// key file)
 FORWARDED_ENV = (
     "MLFLOW_TRACKING_USERNAME",
     "MLFLOW_TRACKING_PASSWORD",
@@ -262,6 +263,15 @@ FORWARDED_ENV = (
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR",
     "MLFLOW_HTTP_REQUEST_TIMEOUT",
     "SEPRAY_TRACKING_RETRY_SECONDS",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_PROFILE",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3",
+    "GOOGLE_APPLICATION_CREDENTIALS",
 )
 ZERO_GPU_OVERRIDE = "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO"  # "1": a task of 0 GPUs gets CUDA_VISIBLE_DEVICES=""
 CONNECT_TIMEOUT_S = 5.0  # to find that nothing listens at a cluster's address (Ray itself waits minutes)
