@@ -29,10 +29,13 @@ def _one_line(exc: BaseException) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
-def _check_run_id(run_id: str) -> None:
-    from sepray.tracking import check_run_id
+def _check_run_id(run_id: str, store: str | None = None) -> None:
+    """A well-formed run id; with ``store`` (read | write), a tracking store that can serve the command."""
+    from sepray import tracking
 
-    check_run_id(run_id)
+    tracking.check_run_id(run_id)
+    if store is not None:
+        tracking.check(store)
 
 
 def positive_seconds(text: str) -> float:
@@ -73,7 +76,7 @@ def cmd_data_synth(args: argparse.Namespace) -> None:
 
 def cmd_train(args: argparse.Namespace) -> None:
     from sepray.config import load_config
-    from sepray.train import train_run
+    from sepray.train_run import train_run
 
     if args.config is None and args.resume is None:
         args.config = DEFAULT_PRESET
@@ -97,7 +100,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from sepray.evaluate import evaluate_run, format_evaluation
 
-    _check_run_id(args.run_id)
+    _check_run_id(args.run_id, store="write")  # the test SDR is logged back to the run
     result = evaluate_run(args.run_id, data_path=args.data, split=args.split, device=args.device)
     print(format_evaluation(result))
 
@@ -289,13 +292,31 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C's KeyboardInterrupt so that every command stops the same way (a training run
+    ends KILLED, partial outputs are removed); the command exits with 128 + the signal number (143)."""
+
+    def __init__(self, signum: int):
+        super().__init__(f"signal {signum}")
+        self.signum = signum
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated(signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        previous = signal.signal(signal.SIGTERM, _terminate)
+    except ValueError:  # not the main thread: signals go to the main thread anyway
+        previous = None
+    try:
         code = args.func(args)
-    except KeyboardInterrupt:
-        print("sepray: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        signum = getattr(exc, "signum", signal.SIGINT)
+        print(f"sepray: {'interrupted' if signum == signal.SIGINT else 'terminated'}", file=sys.stderr)
+        return 128 + signum
     except (UserError, OSError) as exc:
         if isinstance(exc, OSError) and not isinstance(exc, UserError) and exc.filename is None:
             raise  # not about a path the user gave (e.g. a broken connection): a bug or an outage, in full
@@ -303,6 +324,9 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get("SEPRAY_DEBUG"):
             raise
         return EXIT_USER_ERROR
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return code or 0
 
 

@@ -6,8 +6,10 @@ dotted key. Imports nothing of sepray but :mod:`sepray.errors`.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -17,6 +19,18 @@ from sepray.errors import UserError
 
 class ConfigError(UserError, ValueError):
     """A configuration problem; the message names the file and key."""
+
+
+def read_text(path: str | Path, error: type | None = None) -> str:
+    """A config or spec file's text; a file that is not UTF-8 is an ``error`` (default ConfigError) naming it."""
+    data = Path(path).read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise (error or ConfigError)(
+            f"{path}: not UTF-8 text (byte 0x{data[exc.start]:02x} on line {line}); save it as UTF-8"
+        ) from None
 
 
 def parse_override(item: str, example: str = "train.lr=1e-3") -> tuple[str, Any]:
@@ -104,14 +118,19 @@ def coerce(value: Any, hint: Any, where: str) -> Any:
             return int(value)
         raise ConfigError(f"{where}: expected an integer, got {value!r}")
     if hint is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
+            number = float(value)
+        elif isinstance(value, str):
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
-        raise ConfigError(f"{where}: expected a number, got {value!r}")
+        if number is None:
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        if not math.isfinite(number):  # .nan / .inf in YAML: never a meaningful setting
+            raise ConfigError(f"{where}: expected a finite number, got {value!r}")
+        return number
     if hint is str:
         if isinstance(value, str):
             return value

@@ -22,7 +22,7 @@ import yaml
 
 from sepray import SOURCES, names
 from sepray.config import RunConfig, TrainConfig, resolve
-from sepray.schema import ConfigError, build_dataclass, coerce, parse_override, set_dotted
+from sepray.schema import ConfigError, build_dataclass, coerce, parse_override, read_text, set_dotted
 from sepray.sweep.params import SECTIONS, Param, model_hint, parse_params
 from sepray.sweep.sections import TOP_KEYS, Budget, Resources, Scheduler, Search, SpecError
 from sepray.sweep.space import SearchSpace, grid_points, random_samples, trial_raw_config
@@ -133,7 +133,7 @@ def load_spec(path: str | Path, overrides=(), smoke_test: bool = False) -> Sweep
     if not path.is_file():
         raise SpecError(f"{label}: no such sweep spec")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.safe_load(read_text(path, SpecError)) or {}
     except yaml.YAMLError as exc:
         raise SpecError(f"{label}: invalid YAML ({str(exc).splitlines()[0]})") from None
     return parse_spec(raw, label, overrides, smoke_test)
@@ -147,10 +147,10 @@ def parse_spec(raw: Any, label: str = "spec", overrides=(), smoke_test: bool = F
     if smoke is not None and not isinstance(smoke, dict):
         raise SpecError(f"{label}: smoke_test: expected a mapping of dotted spec keys to values")
     if smoke_test:
-        if "num_samples" in (raw.get("search") or {}):
-            raw["search"]["num_samples"] = min(int(raw["search"]["num_samples"]), 6)
+        if isinstance(search := raw.get("search"), dict) and search.get("num_samples") is not None:
+            search["num_samples"] = min(coerce(search["num_samples"], int, f"{label}: search.num_samples"), 6)
         if "top_k" in raw:
-            raw["top_k"] = min(int(raw["top_k"]), DEFAULT_SMOKE["top_k"])
+            raw["top_k"] = min(coerce(raw["top_k"], int, f"{label}: top_k"), DEFAULT_SMOKE["top_k"])
         for key, value in {**DEFAULT_SMOKE, **(smoke or {})}.items():
             set_spec_key(raw, str(key), value, f"{label}: smoke_test.{key}")
         raw["name"] = f"{raw.get('name')}-smoke"
