@@ -1,5 +1,5 @@
-"""The tracking store as a file (no mlflow here): check a local sqlite store before mlflow opens it, and name a
-store that fails (full, read-only, damaged) in one line.
+"""The tracking store as a file (no mlflow here): which store is in force (:func:`tracking_uri`), a check of a
+local sqlite store before mlflow opens it, and one line naming a store that fails (full, read-only, damaged).
 
 mlflow meets a store it cannot use with sqlalchemy tracebacks: a file that is not a database, a read-only
 database, a folder it cannot write (where it retries creating its engine for ~100 s first). And opening a

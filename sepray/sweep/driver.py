@@ -2,9 +2,10 @@
 Tuner (:mod:`sepray.sweep.raytune`, the only package importing ray) and the test stage
 (:mod:`sepray.sweep.leaderboard`).
 
-``run_sweep`` validates the spec, creates the MLflow experiment and the sweep's parent run (or reattaches it
-on ``--resume`` from the state file in the Ray experiment folder), starts or joins Ray, fits the Tuner, closes
-child runs no trial is alive to finish, and evaluates the top-k on the full test songs.
+``run_sweep`` validates the spec and the tracking store, takes the sweep's lock (one driver per storage and
+name), creates the MLflow experiment and the sweep's parent run (or reattaches it on ``--resume`` from the
+state file in the Ray experiment folder), starts or joins Ray, fits the Tuner, closes child runs no trial is
+alive to finish, and evaluates the top-k on the full test songs.
 """
 
 from __future__ import annotations

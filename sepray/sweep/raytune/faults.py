@@ -33,7 +33,7 @@ def check_storage_error(exc: OSError, epoch) -> None:
     """Raise :class:`StorageFullError` for a full disk met while saving a trial's checkpoint to the storage."""
     if exc.errno in FULL_ERRNOS or "no space left on device" in str(exc).lower():
         raise StorageFullError(
-            f"{STORAGE_FULL} ({exc.strerror or exc}): the checkpoint of epoch {epoch} was not saved"
+            f"{STORAGE_FULL}: the checkpoint of epoch {epoch} was not saved ({exc.strerror or exc})"
         ) from exc
 
 
@@ -71,7 +71,7 @@ def full_reason(text: str, storage: str, trial_id: str) -> str | None:
     then = "free space there, then continue the sweep with the same command and --resume"
     line = error_line(text)
     if STORAGE_FULL in text:
-        detail = line.split(f"{STORAGE_FULL} ", 1)[-1]
+        detail = line.split(f"{STORAGE_FULL}: ", 1)[-1]
         return f"the sweep's Ray storage {storage} is full: trial {trial_id}: {detail}; {then}"
     message = line.split(": ", 1)[-1]
     if message.startswith("the MLflow"):  # sepray.tracking names the full store (TrackingError)
