@@ -153,8 +153,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             num_cpus=args.num_cpus,
             resume_command=resume_command(args),
         )
-    except KeyboardInterrupt:
-        return 128 + int(INTERRUPTED["signal"] or signal.SIGINT)  # 130 for Ctrl-C, 143 for SIGTERM
+    except KeyboardInterrupt as exc:  # 130 for Ctrl-C, 143 for SIGTERM
+        return 128 + int(INTERRUPTED["signal"] or getattr(exc, "signum", signal.SIGINT))
     if outcome.get("interrupted"):
         return 128 + int(outcome.get("signal") or signal.SIGINT)
     return 0 if outcome.get("best_run_id") else 1

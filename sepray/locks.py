@@ -42,7 +42,11 @@ def holder_text(path: Path) -> str:
 def _try_lock(path: Path) -> int | None:
     """An open descriptor of ``path`` holding its ``flock``; None while another process holds it."""
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        path.parent.mkdir(parents=True, exist_ok=True)  # (again, if the holder before us removed it)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except FileNotFoundError:
+            continue
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -64,22 +68,25 @@ def _try_lock(path: Path) -> int | None:
 @contextlib.contextmanager
 def held_lock(path: str | os.PathLike, what: str, hint: str = "") -> Iterator[Path]:
     """Hold the lock at ``path`` for the block; LockedError ``{what} is in use by pid ...{hint}`` when a live
-    process holds it. ``what`` names the resource (``sweep x (storage ray_results/x)``)."""
+    process holds it. ``what`` names the resource (``sweep x (storage ray_results/x)``). Folders made for the
+    lock file are removed with it when they are empty."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    made = [p for p in (path.parent, *path.parent.parents) if not p.exists()]  # innermost first
     try:
         fd = _try_lock(path)
     except OSError as exc:
         if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EROFS):
             raise
+        fd, why = -1, exc.strerror
+    if fd is None:
+        raise LockedError(f"{what} is in use by {holder_text(path)}; lock {path}{hint}")
+    if fd < 0:
         print(
-            f"sepray: warning: cannot lock {path} ({exc.strerror}); {what} is not protected from a second process",
+            f"sepray: warning: cannot lock {path} ({why}); {what} is not kept from a second process",
             file=sys.stderr,
         )
         yield path
         return
-    if fd is None:
-        raise LockedError(f"{what} is in use by {holder_text(path)}; lock {path}{hint}")
     try:
         info = {
             "pid": os.getpid(),
@@ -94,3 +101,8 @@ def held_lock(path: str | os.PathLike, what: str, hint: str = "") -> Iterator[Pa
         with contextlib.suppress(OSError):
             os.unlink(path)  # under the lock: a process waiting on the old file sees it gone and retries
         os.close(fd)
+        for folder in made:
+            try:
+                folder.rmdir()
+            except OSError:  # not empty (checkpoints, trial folders): kept
+                break
