@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import shlex
 import signal
 import sys
+import typing
 from pathlib import Path
 
 import sepray
@@ -157,7 +159,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         return 128 + int(INTERRUPTED["signal"] or getattr(exc, "signum", signal.SIGINT))
     if outcome.get("interrupted"):
         return 128 + int(outcome.get("signal") or signal.SIGINT)
-    return 0 if outcome.get("best_run_id") else 1
+    if outcome.get("best_run_id"):
+        return 0
+    print(f"sepray: error: {args.spec}: no best model: {outcome.get('no_best_reason')}", file=sys.stderr)
+    return 1
 
 
 def resume_command(args: argparse.Namespace) -> str:
@@ -206,8 +211,16 @@ def cmd_presets(args: argparse.Namespace) -> None:
         print(name)
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (``sepray: error: ... (see PROG --help)``), exit 2, like every
+    other user error; subcommand parsers are of this class too (``add_subparsers`` uses the parent's)."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(EXIT_USER_ERROR, f"sepray: error: {' '.join(message.split())} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="sepray", description=sepray.__doc__)
+    p = OneLineParser(prog="sepray", description=sepray.__doc__)
     p.add_argument("--version", action="version", version=f"sepray {sepray.__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -293,30 +306,39 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised like Ctrl-C's KeyboardInterrupt so that every command stops the same way (a training run
-    ends KILLED, partial outputs are removed); the command exits with 128 + the signal number (143)."""
+    """SIGTERM, raised as Ctrl-C's KeyboardInterrupt is, so that a command cleans up the same way."""
 
-    def __init__(self, signum: int):
-        super().__init__(f"signal {signum}")
-        self.signum = signum
+    signum = signal.SIGTERM
 
 
-def _terminate(signum, frame) -> None:
-    raise Terminated(signum)
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    """While the block runs (in the main thread), SIGTERM raises :class:`Terminated`; a second SIGTERM during
+    the clean-up is ignored rather than cutting it short."""
+
+    def terminate(signum, frame) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise Terminated()
+
+    try:
+        previous = signal.signal(signal.SIGTERM, terminate)
+    except ValueError:  # not the main thread: signals are not ours to handle
+        previous = None
+    try:
+        yield
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        previous = signal.signal(signal.SIGTERM, _terminate)
-    except ValueError:  # not the main thread: signals go to the main thread anyway
-        previous = None
-    try:
-        code = args.func(args)
-    except KeyboardInterrupt as exc:
-        signum = getattr(exc, "signum", signal.SIGINT)
-        print(f"sepray: {'interrupted' if signum == signal.SIGINT else 'terminated'}", file=sys.stderr)
-        return 128 + signum
+        with sigterm_as_interrupt():
+            code = args.func(args)
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (Terminated): exit 130 / 143
+        print("sepray: interrupted", file=sys.stderr)
+        return 128 + int(getattr(exc, "signum", signal.SIGINT))
     except (UserError, OSError) as exc:
         if isinstance(exc, OSError) and not isinstance(exc, UserError) and exc.filename is None:
             raise  # not about a path the user gave (e.g. a broken connection): a bug or an outage, in full
@@ -324,9 +346,6 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get("SEPRAY_DEBUG"):
             raise
         return EXIT_USER_ERROR
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
     return code or 0
 
 

@@ -15,16 +15,15 @@ import copy
 import dataclasses
 import hashlib
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from sepray import SOURCES
-from sepray.schema import ConfigError, build_dataclass, flatten, parse_override, plain, read_text, set_dotted
+from sepray.schema import ConfigError, build_dataclass, flatten, load_yaml, parse_override, plain, set_dotted
 
 
 @dataclass(frozen=True)
@@ -40,8 +39,13 @@ class AugmentConfig:
     # "both" (default): the sources are shifted and re-summed, so the target is the shifted source and a
     # separator is never asked to undo the shift; "input": only the mixture (UMT's encoder augmentation)
     pitch_target: str = "both"
+    # remix across songs (Demucs, Open-Unmix): with this probability a crop keeps its song's first source
+    # (vocals) and takes every other source from a crop of another training song, mix re-summed
+    remix_prob: float = 0.0
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.remix_prob <= 1.0:
+            raise ValueError(f"remix_prob must be in [0, 1], got {self.remix_prob}")
         if not 0.0 <= self.gain_min <= self.gain_max:
             raise ValueError(f"need 0 <= gain_min <= gain_max, got {self.gain_min}, {self.gain_max}")
         if not 0.0 <= self.pitch_shift_prob <= 1.0:
@@ -52,12 +56,72 @@ class AugmentConfig:
             raise ValueError(f"pitch_target must be 'input' or 'both', got {self.pitch_target!r}")
 
 
+# Dataset layouts (sepray/data/layouts.py reads them); "ikala" is another name for "mir1k" (same convention)
+LAYOUTS = ("ccmixter", "musdb", "musdb-stems", "mir1k")
+LAYOUT_ALIASES = {"ikala": "mir1k"}
+SYNTHETIC = "synthetic"  # the corpus name and data.path entry of the built-in synthetic corpus
+BUILTIN_SPLITS = ("auto", "mir1k-standard")  # else data.split names a .yaml / .yml / .json split file
+SPLIT_FILE_SUFFIXES = (".yaml", ".yml", ".json")
+
+
+def _check_layout(layout: str) -> None:
+    if layout != "auto" and layout not in LAYOUTS and layout not in LAYOUT_ALIASES:
+        choices = ", ".join(("auto", *LAYOUTS, *LAYOUT_ALIASES))
+        raise ValueError(f"layout {layout!r} is unknown; expected one of {choices}")
+
+
+def _check_split(split: str) -> None:
+    if split not in BUILTIN_SPLITS and not split.lower().endswith(SPLIT_FILE_SUFFIXES):
+        raise ValueError(
+            f"split {split!r}: expected auto, mir1k-standard or a .yaml / .json file listing train / valid / "
+            "test songs"
+        )
+
+
+@dataclass(frozen=True)
+class CorpusConfig:
+    """One dataset root of ``data.path`` (several may be listed), with its own layout, split and weight."""
+
+    path: str  # dataset root, or "synthetic" for the built-in synthetic corpus
+    layout: str = "auto"  # "auto" | one of LAYOUTS | "ikala"
+    split: str = "auto"  # "auto" | "mir1k-standard" | a split file (see sepray/data/splits.py)
+    weight: float = 1.0  # share of training crops drawn from this corpus (normalised over the corpora)
+    name: str | None = None  # how songs, data.eval_corpus and errors name it; default: see corpus_name
+
+    def __post_init__(self) -> None:
+        if not self.path:
+            raise ValueError("path is empty")
+        _check_layout(self.layout)
+        _check_split(self.split)
+        if not (math.isfinite(self.weight) and self.weight > 0):
+            raise ValueError(f"weight must be a finite number > 0, got {self.weight}")
+        if self.name is not None and (not self.name or "/" in self.name):
+            raise ValueError(f"name {self.name!r}: expected a non-empty name without '/'")
+
+    @property
+    def is_synthetic(self) -> bool:
+        return self.path == SYNTHETIC
+
+    @property
+    def corpus_name(self) -> str:
+        """``name``, else "synthetic" for the synthetic corpus, else the root folder's name."""
+        if self.name:
+            return self.name
+        if self.is_synthetic:
+            return SYNTHETIC
+        return Path(self.path.rstrip("/")).name or self.path
+
+
 @dataclass(frozen=True)
 class DataConfig:
     """Where songs come from and how they are prepared."""
 
-    path: str | None = None  # dataset root; None = the built-in synthetic corpus (generated once, cached)
-    layout: str = "auto"  # "auto" | "ccmixter" | "musdb"
+    # dataset root; None = the built-in synthetic corpus (generated once, cached); or a list of roots, each a
+    # path (or "synthetic") or a mapping {path, layout, split, weight, name} (CorpusConfig)
+    path: str | tuple[str | CorpusConfig, ...] | None = None
+    layout: str = "auto"  # "auto" | "ccmixter" | "musdb" | "musdb-stems" | "mir1k" | "ikala" (one root only)
+    split: str = "auto"  # "auto" | "mir1k-standard" | a split file (one root only; per root: its split key)
+    eval_corpus: str | None = None  # several roots: validation and test songs of this corpus only
     sample_rate: int = 16000
     channels: int = 1
     valid_fraction: float = 0.15  # of the training songs, split by song, deterministic
@@ -69,12 +133,73 @@ class DataConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def __post_init__(self) -> None:
-        if self.layout not in ("auto", "ccmixter", "musdb"):
-            raise ValueError(f"layout must be auto, ccmixter or musdb, got {self.layout!r}")
+        _check_layout(self.layout)
+        _check_split(self.split)
         if self.sample_rate <= 0 or self.channels not in (1, 2):
             raise ValueError("sample_rate must be > 0 and channels 1 or 2")
         if not (0.0 <= self.valid_fraction < 1.0 and 0.0 <= self.test_fraction < 1.0):
             raise ValueError("valid_fraction and test_fraction must be in [0, 1)")
+        if isinstance(self.path, tuple):
+            if not self.path:
+                raise ValueError("path: the list of dataset roots is empty")
+            if self.layout != "auto" or self.split != "auto":
+                raise ValueError(
+                    "layout and split apply to a single data.path; with a list of roots, give each root its "
+                    "own (e.g. {path: ..., layout: mir1k, split: mir1k-standard})"
+                )
+        names = [c.corpus_name for c in self.corpora()]
+        for i, name in enumerate(names):
+            if name in names[:i]:
+                raise ValueError(f"path[{i}]: a second corpus named {name!r}; give the roots distinct names")
+        if self.eval_corpus is not None and self.eval_corpus not in names:
+            raise ValueError(
+                f"eval_corpus {self.eval_corpus!r} is not a corpus of data.path ({', '.join(names)})"
+            )
+
+    def corpora(self) -> tuple[CorpusConfig, ...]:
+        """Every dataset root as a CorpusConfig: the synthetic corpus for ``path: null``, one for a path."""
+        if self.path is None:
+            return (CorpusConfig(SYNTHETIC, self.layout, self.split),)
+        if isinstance(self.path, str):
+            return (CorpusConfig(self.path, self.layout, self.split),)
+        return tuple(c if isinstance(c, CorpusConfig) else CorpusConfig(c) for c in self.path)
+
+    def describe(self) -> str:
+        """One short line naming the data: a path, "synthetic", or the corpus names joined by " + "."""
+        if self.path is None:
+            return SYNTHETIC
+        if isinstance(self.path, str):
+            return self.path
+        return " + ".join(c.corpus_name for c in self.corpora())
+
+
+def absolute_data_paths(data: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a raw ``data`` section whose relative dataset roots and split files are absolute (against the
+    working folder): a sweep's trials read them from their own working folders. Anything else is left as it is
+    (``synthetic``, URIs, values the validation will reject)."""
+
+    def absolute(value: Any, builtin: tuple[str, ...]) -> Any:
+        if not isinstance(value, str) or not value or value in builtin or "://" in value:
+            return value
+        return str(Path(value).expanduser().absolute())
+
+    def root(entry: Any) -> Any:
+        if isinstance(entry, dict):
+            entry = dict(entry)
+            entry["path"] = absolute(entry.get("path"), (SYNTHETIC,))
+            if "split" in entry:
+                entry["split"] = absolute(entry["split"], BUILTIN_SPLITS)
+            return entry
+        return absolute(entry, (SYNTHETIC,))
+
+    out = copy.deepcopy(data)
+    if isinstance(out.get("path"), list):
+        out["path"] = [root(entry) for entry in out["path"]]
+    elif "path" in out:
+        out["path"] = root(out["path"])
+    if "split" in out:
+        out["split"] = absolute(out["split"], BUILTIN_SPLITS)
+    return out
 
 
 @dataclass(frozen=True)
@@ -159,17 +284,14 @@ def read_config_source(source: str | Path) -> tuple[dict[str, Any], str]:
         if not path.is_file():
             raise ConfigError(f"{path}: no such config file")
         label = str(path)
-        text = read_text(path)
+        text = path.read_bytes()
     else:
         name = str(source)
         if name not in preset_names():
             raise ConfigError(f"{name}: not a config file or a preset (presets: {', '.join(preset_names())})")
         label = f"preset {name}"
         text = resources.files("sepray.presets").joinpath(f"{name}.yaml").read_text()
-    try:
-        raw = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{label}: invalid YAML ({str(exc).splitlines()[0]})") from None
+    raw = load_yaml(text, label) or {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{label}: expected a mapping with data/model/train sections")
     return raw, label

@@ -24,6 +24,10 @@ class UserPathError(UserError, OSError):
     """An OSError on a path the user gave (exists, is a directory, not writable ...), as one line."""
 
 
+class NoSpaceError(UserPathError):
+    """A write that ran out of disk space (or quota); the one line names the path and says "no space left"."""
+
+
 class SweepError(UserError, RuntimeError):
     """A sweep that cannot start, resume or be scheduled; one line."""
 

@@ -16,6 +16,7 @@ import torch
 from sepray import SOURCES, metrics, names
 from sepray.config import run_config_from_dict
 from sepray.data import load_splits
+from sepray.data.splits import SPLITS
 from sepray.errors import MissingFileError, UsageError
 from sepray.numbers import json_safe, nanmean, nanmedian
 from sepray.separate import load_run_model, separate_tensor
@@ -105,19 +106,23 @@ def evaluate_run(
     if data_path is not None:
         if not Path(data_path).exists():
             raise MissingFileError(f"{data_path}: no such dataset folder")
-        data = dataclasses.replace(data, path=str(data_path), layout="auto")
+        # another copy of the run's data set: its layout is detected again; a single root's split (a split
+        # file, mir1k-standard) still applies, a list of roots' do not
+        split_rule = data.split if isinstance(data.path, str) else "auto"
+        data = dataclasses.replace(
+            data, path=str(data_path), layout="auto", split=split_rule, eval_corpus=None
+        )
     if data.sample_rate != info.sample_rate:
         data = dataclasses.replace(data, sample_rate=info.sample_rate)
-    splits = load_splits(data)
-    if split not in splits:
-        raise UsageError(f"--split {split!r}: expected one of {sorted(splits)}")
-    songs = splits[split]
+    if split not in SPLITS:
+        raise UsageError(f"--split {split!r}: expected one of {sorted(SPLITS)}")
+    songs = load_splits(data, (split,))[split]
     if not songs:
-        raise UsageError(f"{data.path or 'synthetic corpus'}: the {split} split has no songs")
+        raise UsageError(f"{data.describe()}: the {split} split has no songs")
     result = evaluate_songs(
         model, songs, info.sample_rate, dev, chunk_seconds or cfg.train.eval_chunk_seconds
     )
-    result.update({"run_id": run_id, "split": split, "data": data.path or "synthetic"})
+    result.update({"run_id": run_id, "split": split, "data": data.describe()})
     if log:
         run = tracking.attach_run(run_id, uri)
         values = {names.sdr_metric(split, s): v for s, v in result["median"].items()}

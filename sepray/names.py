@@ -20,12 +20,14 @@ NUM_PARAMETERS = "sepray.num_parameters"
 EPOCHS = "sepray.epochs"
 TRAIN_SECONDS = "sepray.train_seconds"
 OUTCOME = "sepray.outcome"
+CUT_BY = "sepray.cut_by"  # the limit that cut a trial (outcome cut_by_time): SWEEP_LIMIT | TRIAL_LIMIT
 LAST_ERROR = "sepray.last_error"  # why a trial (or a sweep) failed, or why its last attempt crashed
 EXCERPT_ERROR = "sepray.excerpt_error"
 BEST = "sepray.best"  # on the winning trial's run
 SWEEP = "sepray.sweep"
 SWEEP_STATUS = "sepray.sweep_status"  # finished | interrupted
 BEST_RUN_ID = "sepray.best_run_id"  # on the parent run
+NO_BEST_REASON = "sepray.no_best_reason"  # on the parent run of a sweep that has no best model: why
 REGISTERED_MODEL = "sepray.registered_model"
 VERSION = "sepray.version"
 SMOKE_TEST = "sepray.smoke_test"
@@ -44,10 +46,15 @@ REPORT = "report/index.html"  # the sweep report on the parent run (images, audi
 # -- outcomes of a trial (tag OUTCOME) and statuses of a sweep (tag SWEEP_STATUS) -----------------------------
 RUNNING = "running"
 FINISHED = "finished"
-STOPPED_EARLY = "stopped_early"
+STOPPED_EARLY = "stopped_early"  # ASHA stopped it (no model package)
+CUT_BY_TIME = "cut_by_time"  # a time limit stopped it; its run keeps the model of its last completed epoch
 FAILED = "failed"
 INTERRUPTED = "interrupted"
-OUTCOMES = (RUNNING, FINISHED, STOPPED_EARLY, FAILED, INTERRUPTED)
+OUTCOMES = (RUNNING, FINISHED, STOPPED_EARLY, CUT_BY_TIME, FAILED, INTERRUPTED)
+MODEL_OUTCOMES = (FINISHED, CUT_BY_TIME)  # a FINISHED run with one of these holds a model package
+# the two time limits of a sweep (spec keys, the value of the CUT_BY tag)
+SWEEP_LIMIT = "budget.sweep_seconds"  # Tune's time_budget_s: Tune stops every running trial
+TRIAL_LIMIT = "budget.trial_seconds"  # train.max_seconds: the trial ends after the epoch that passes it
 
 # -- metrics -----------------------------------------------------------------------------------------------
 VALID_LOSS = "valid_loss"

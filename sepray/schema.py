@@ -9,7 +9,6 @@ import dataclasses
 import math
 import types
 import typing
-from pathlib import Path
 from typing import Any
 
 import yaml
@@ -21,16 +20,39 @@ class ConfigError(UserError, ValueError):
     """A configuration problem; the message names the file and key."""
 
 
-def read_text(path: str | Path, error: type | None = None) -> str:
-    """A config or spec file's text; a file that is not UTF-8 is an ``error`` (default ConfigError) naming it."""
-    data = Path(path).read_bytes()
+def load_yaml(text: str | bytes, label: str, error: type = ConfigError) -> Any:
+    """Parse YAML ``text`` (or a file's bytes, which must be UTF-8); malformed YAML is an ``error`` (default
+    :class:`ConfigError`) on one line: ``LABEL: line L, column C: what is wrong`` (and where the construct it
+    breaks started)."""
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            line = text[: exc.start].count(b"\n") + 1
+            raise error(
+                f"{label}: not UTF-8 text (byte 0x{text[exc.start]:02x} on line {line}); save it as UTF-8"
+            ) from None
     try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        raise (error or ConfigError)(
-            f"{path}: not UTF-8 text (byte 0x{data[exc.start]:02x} on line {line}); save it as UTF-8"
-        ) from None
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise error(f"{label}: {_yaml_problem(exc)}") from None
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """A YAML parser error as ``line L, column C: invalid YAML: problem (context ...)``, one line."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = " ".join(str(getattr(exc, "problem", None) or exc).split())
+    if mark is None:
+        return f"invalid YAML ({problem})"
+    where = f"line {mark.line + 1}, column {mark.column + 1}: invalid YAML: {problem}"
+    context, start = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+    if context and start is not None and (start.line, start.column) != (mark.line, mark.column):
+        where += (
+            f" ({' '.join(context.split())} that starts at line {start.line + 1}, column {start.column + 1})"
+        )
+    elif context:
+        where += f" ({' '.join(context.split())})"
+    return where
 
 
 def parse_override(item: str, example: str = "train.lr=1e-3") -> tuple[str, Any]:
@@ -98,13 +120,19 @@ def coerce(value: Any, hint: Any, where: str) -> Any:
             try:
                 return coerce(value, arg, where)
             except ConfigError as exc:
-                errors.append(str(exc))
-        raise ConfigError(errors[0] if errors else f"{where}: invalid value {value!r}")
+                errors.append((_shape_matches(value, arg), str(exc)))
+        # report the error of the alternative shaped like the value (a list's items, a mapping's keys)
+        errors.sort(key=lambda e: not e[0])
+        raise ConfigError(errors[0][1] if errors else f"{where}: invalid value {value!r}")
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{where}: expected a list, got {value!r}")
         inner = args[0] if args else Any
+        if _holds_dataclass(inner):  # name the item: data.path[1].weight
+            return tuple(coerce(v, inner, f"{where}[{i}]") for i, v in enumerate(value))
         return tuple(coerce(v, inner, where) for v in value)
+    if dataclasses.is_dataclass(hint):
+        return build_dataclass(hint, value, where)
     if hint is Any:
         return value
     if hint is bool:
@@ -136,6 +164,21 @@ def coerce(value: Any, hint: Any, where: str) -> Any:
             return value
         raise ConfigError(f"{where}: expected a string, got {value!r}")
     return value
+
+
+def _shape_matches(value: Any, hint: Any) -> bool:
+    """True when ``value`` has the shape of ``hint``: a list for a tuple, a mapping for a dataclass."""
+    if typing.get_origin(hint) is tuple:
+        return isinstance(value, (list, tuple))
+    if dataclasses.is_dataclass(hint):
+        return isinstance(value, dict)
+    return False
+
+
+def _holds_dataclass(hint: Any) -> bool:
+    if dataclasses.is_dataclass(hint):
+        return True
+    return any(dataclasses.is_dataclass(a) for a in typing.get_args(hint))
 
 
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:

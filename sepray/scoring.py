@@ -25,7 +25,7 @@ from sepray.atomic import file_in_the_way, write_text_atomically
 from sepray.audio import read_audio
 from sepray.errors import UserError
 from sepray.metrics import median_sdr, sdr_frames, utterance_sdr
-from sepray.numbers import json_safe, nanmedian
+from sepray.numbers import json_safe
 
 METRIC = "sdr (museval v4, 1 s frames, median over frames)"
 UTTERANCE_METRIC = "utterance sdr (MDX challenge: 10*log10((sum s^2 + 1e-7) / (sum (s - s_hat)^2 + 1e-7)))"
@@ -59,8 +59,9 @@ def score_folders(
          "unscored_songs": {"reference_only": [...], "estimate_only": [...]},
          "notes": ["...", ...]}
 
-    Values are floats in dB; NaN (no defined frame) becomes ``None`` and +/-inf (an estimate equal to its
-    reference) the strings ``"inf"`` / ``"-inf"``, so the dict is plain JSON. Medians skip NaN.
+    Values are floats in dB; NaN (no defined frame) becomes ``None`` and +inf (an estimate equal to its
+    reference) the string ``"inf"``, so the dict is plain JSON. Medians skip NaN and keep +inf: a median
+    over songs of which at least half are exact is ``"inf"``; a note names every song and median that is.
 
     Raises:
         ScoringError: a missing folder, no song in common, a common song with no source in common or
@@ -93,6 +94,12 @@ def score_folders(
         songs[song] = _score_song(reference_dir / song, estimate_dir / song, notes, scored)
 
     sources = _ordered({source for scores in songs.values() for source in scores})
+    exact = [src for src in sources if _median_over_songs(songs, src, "sdr") == math.inf]
+    if exact:
+        notes.append(
+            f"median SDR +inf for {', '.join(exact)}: at least half of the songs have an exact estimate "
+            f'("inf" in the JSON)'
+        )
     result = {
         "metric": METRIC,
         "utterance_metric": UTTERANCE_METRIC,
@@ -230,6 +237,12 @@ def _score_song(
         notes.append(
             _undefined_sdr_note(estimate_song.name, sources, medians, refs, ests, ref_files, est_files)
         )
+    exact = [src for src, m in zip(sources, medians, strict=True) if m == math.inf]
+    if exact:
+        notes.append(
+            f"{estimate_song.name}: SDR +inf for {', '.join(exact)}: the estimate equals the reference exactly "
+            f'in at least half of the frames (no error to measure); shown as inf, "inf" in the JSON'
+        )
     return {
         source: {"sdr": float(medians[i]), "frames": frames[i].tolist(), "utterance_sdr": float(utterance[i])}
         for i, source in enumerate(sources)
@@ -289,7 +302,10 @@ def _pad(audio: torch.Tensor, length: int) -> torch.Tensor:
 
 
 def _median_over_songs(songs: dict[str, dict], source: str, key: str) -> float:
-    return nanmedian([scores[source][key] for scores in songs.values() if source in scores])
+    """Median over songs, skipping NaN (undefined) songs but keeping +inf ones (exact estimates)."""
+    values = np.array([scores[source][key] for scores in songs.values() if source in scores], dtype=float)
+    values = values[~np.isnan(values)]
+    return float(np.median(values)) if values.size else math.nan
 
 
 def _cell(value) -> str:

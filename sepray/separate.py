@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import math
 import os
 import sys
@@ -23,22 +22,23 @@ from typing import Protocol
 
 import torch
 
-import sepray
 from sepray import SOURCES, dsp
-from sepray.atomic import folder_written_atomically
 from sepray.audio import AudioReader, AudioWriter
 from sepray.device import generation_threads, torch_threads
 from sepray.errors import UsageError
+from sepray.headroom import level_of, write_unclipped
 from sepray.models import Separator
 from sepray.output_folders import (
-    SEPARATION_FORMAT,
-    SEPARATION_MANIFEST,
+    SEPARATION,
     check_inputs,
     check_output_folder,
     check_output_root,
     missing_folders,
     remove_if_failed,
+    remove_stale_partials,
+    song_folder_written,
 )
+from sepray.owned_folders import write_manifest
 from sepray.package import PackageInfo
 from sepray.progress import separation_progress
 
@@ -67,11 +67,17 @@ def chunk_windows(model: Separator, length: int, chunk: int) -> Iterator[tuple[i
         for a in range(0, length, stride):
             yield a - left, a - left + n_in, a, min(length, a + stride), 0
         return
-    t_pad = math.ceil(length / step) * step  # the model sees the song zero-padded to a multiple of step
+    t_pad = _padded_length(model, length)
     for a in range(0, t_pad, chunk):
         b = min(t_pad, a + chunk)
         w0, w1 = max(0, a - model.halo), min(t_pad, b + model.halo)
         yield w0, w1, a, min(b, length), a - w0
+
+
+def _padded_length(model: Separator, length: int) -> int:
+    """A same-padding model (halo > 0) sees a song zero-padded to its smallest valid input holding it: a
+    multiple of ``step`` and at least its shortest input (STFT models), so a song of one sample separates."""
+    return model.input_length(max(length, 1))
 
 
 def _segment(x: torch.Tensor, x_start: int, start: int, stop: int) -> torch.Tensor:
@@ -88,8 +94,11 @@ def _segment(x: torch.Tensor, x_start: int, start: int, stop: int) -> torch.Tens
     return out
 
 
-def _model_call(model: Separator, x: torch.Tensor, device: torch.device | str) -> torch.Tensor:
-    return model.decode(model(x.to(device))).float().cpu()
+def _model_call(model: Separator, x: torch.Tensor, device: torch.device | str, clamp: bool = True):
+    """(B, C, n) -> waveforms (B, S, C, n'); ``clamp=False`` keeps a regression head's waveforms as they are
+    (its ``decode`` only clamps them to [-1, 1]), so that estimates summing to the mixture still do."""
+    y = model(x.to(device))
+    return (model.decode(y) if clamp or model.head != "regression" else y).float().cpu()
 
 
 @torch.no_grad()
@@ -99,6 +108,7 @@ def run_chunked(
     chunk: int,
     device: torch.device | str = "cpu",
     progress: Callable[[int], None] | None = None,
+    clamp: bool = True,
 ) -> torch.Tensor:
     """Separate a batch of long signals. mix (B, C, T) -> waveforms (B, S, C, T).
 
@@ -108,7 +118,7 @@ def run_chunked(
     B, C, T = mix.shape
     out = torch.zeros(B, len(model.sources), C, T)
     for w0, w1, a, b, offset in chunk_windows(model, T, chunk):
-        y = _model_call(model, _segment(mix, 0, w0, w1), device)
+        y = _model_call(model, _segment(mix, 0, w0, w1), device, clamp)
         out[..., a:b] = y[..., offset : offset + b - a]
         if progress:
             progress(1)
@@ -131,7 +141,7 @@ def run_whole(model: Separator, mix: torch.Tensor, device: torch.device | str = 
         left = (n_in - n_out) // 2
         x = dsp.pad_to(mix, left, n_in - left - T)
     else:
-        x = dsp.pad_to(mix, 0, math.ceil(T / model.step) * model.step - T)
+        x = dsp.pad_to(mix, 0, _padded_length(model, T) - T)
     return _model_call(model, x, device)[..., :T]
 
 
@@ -167,6 +177,7 @@ def separate_tensor(
     sample_rate: int = 16000,
     device: torch.device | str = "cpu",
     progress: Callable[[int], None] | None = None,
+    clamp: bool = True,
 ) -> dict[str, torch.Tensor]:
     """Separate one song already at the model's rate. mix (C, T) -> {source: (C, T)} for every source in SOURCES.
 
@@ -174,7 +185,7 @@ def separate_tensor(
     predict is the mixture minus the sources it does predict (vocals = mix - accompaniment, and so on).
     """
     batch = _model_batch(model, mix)
-    y = run_chunked(model, batch, max(1, round(chunk_seconds * sample_rate)), device, progress)
+    y = run_chunked(model, batch, max(1, round(chunk_seconds * sample_rate)), device, progress, clamp)
     return _song_estimates(model, y, mix)
 
 
@@ -188,12 +199,12 @@ def separate_song(
 ) -> dict[str, torch.Tensor]:
     """Separate a whole song held in memory at any rate. mix (C, T) -> {source: (C, T)} at ``sample_rate``.
 
-    Resamples the whole song to ``model_rate``, runs :func:`separate_tensor`, resamples the estimates back.
+    Resamples the whole song to ``model_rate``, runs :func:`separate_tensor` (unclamped), resamples back.
     The in-memory reference for :func:`separate_stream`, which gives the same result in bounded memory.
     """
     T = mix.shape[-1]
     low = dsp.resample(mix, sample_rate, model_rate)  # the mixture at the model rate
-    est = separate_tensor(model, low, chunk_seconds, model_rate, device)
+    est = separate_tensor(model, low, chunk_seconds, model_rate, device, clamp=False)
     est = {name: _segment(dsp.resample(y, model_rate, sample_rate), 0, 0, T) for name, y in est.items()}
     if sample_rate > model_rate:
         _add_high_band(est, mix - _segment(dsp.resample(low, model_rate, sample_rate), 0, 0, T))
@@ -258,7 +269,7 @@ def separate_stream(
         window = _segment(
             dsp.resample_range(reader.read, rate, model_rate, lo, hi), lo, w0, w1
         )  # (C, w1 - w0)
-        y = _model_call(model, _model_batch(model, window), device)[..., offset : offset + b - a]
+        y = _model_call(model, _model_batch(model, window), device, clamp=False)[..., offset : offset + b - a]
         est = _song_estimates(model, y, window[:, a - w0 : b - w0])
         rows = [est[name] for name in SOURCES] + [window[:, a - w0 : b - w0]]
         held = torch.cat([held, torch.stack(rows)], dim=-1)
@@ -290,6 +301,8 @@ def separate_file(
 ) -> Path:
     """Separate one audio file into ``outdir/<song>/{vocals,accompaniment}.wav`` at the input's rate/channels.
 
+    16-bit PCM, or 32-bit float when the input is float or an estimate exceeds full scale (``log`` says so).
+
     Streams the file (:func:`separate_stream`): memory does not grow with the song's length. The song's folder
     is written under a temporary name and renamed into place when complete; nothing is left on an error (nor
     the folders it created). A previous separation already at ``outdir/<song>`` is replaced (``log`` says
@@ -308,32 +321,28 @@ def separate_file(
         created = missing_folders(outdir)
         stack.push(functools.partial(remove_if_failed, created))
         outdir.mkdir(parents=True, exist_ok=True)
-        replace_check = functools.partial(check_output_folder, inputs=[path])  # again, just before replacing
-        with folder_written_atomically(target, replace_check) as tmp, contextlib.ExitStack() as files:
+        level = level_of(reader)  # float in, float out; beyond full scale: scaled for the model and back
+        with song_folder_written(target, [path]) as tmp, contextlib.ExitStack() as files:
             writers = {
                 name: files.enter_context(
-                    AudioWriter(tmp / f"{name}.wav", reader.samplerate, reader.channels)
+                    AudioWriter(tmp / f"{name}.wav", reader.samplerate, reader.channels, level.subtype)
                 )
                 for name in SOURCES
             }
-            blocks = separate_stream(model, reader, info.sample_rate, chunk_seconds, device, progress)
+            notes = [level.note(path)]
+            blocks = separate_stream(model, level.reader, info.sample_rate, chunk_seconds, device, progress)
             for block in blocks:
-                for name, writer in writers.items():
-                    writer.write(block[name])
+                if (peak := write_unclipped(writers, level.restore(block))) is not None:
+                    notes.append(f"{path}: an estimate peaks at {peak:.2f}: written as 32-bit float WAVs")
             files.close()
             written = {w.frames for w in writers.values()}
             if written != {reader.frames}:
                 raise AssertionError(f"{path}: wrote {sorted(written)} frames, expected {reader.frames}")
-            manifest = {
-                "format": SEPARATION_FORMAT,
-                "input": str(path.resolve()),
-                "files": sorted(w.path.name for w in writers.values()),
-                "sample_rate": reader.samplerate,
-                "channels": reader.channels,
-                "frames": reader.frames,
-                "sepray_version": sepray.__version__,
-            }
-            (tmp / SEPARATION_MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+            fields = {"input": str(path.resolve()), "subtype": writers[SOURCES[0]].subtype}
+            fields |= {"sample_rate": reader.samplerate, "channels": reader.channels, "frames": reader.frames}
+            write_manifest(tmp, SEPARATION, files=[w.path.name for w in writers.values()], **fields)
+    for note in filter(None, notes if log is not None else []):
+        log(note)
     return target
 
 
@@ -362,7 +371,8 @@ def separate_run(
     max_memory: int | None = None,
 ) -> list[Path]:
     """``sepray separate``: check every input and output folder, load the run's model, separate each file;
-    return the output folders. ``log`` gets a line for each previous separation that is replaced.
+    return the output folders. ``log`` gets a line for each previous separation replaced, each stale partial
+    one removed (:func:`remove_stale_partials`) and each song written as float.
 
     ``chunk_seconds=None``: the longest chunk whose model call fits ``max_memory`` bytes (default: half the
     free memory of the device, at most 2 GiB; see :mod:`sepray.chunk_budget`).
@@ -377,6 +387,7 @@ def separate_run(
     check_output_root(outdir)
     for path in paths:
         check_output_folder(outdir / path.stem, paths)
+    remove_stale_partials(outdir, log)
     dev = resolve_device(device)
     model, info = load_run_model(run_id, dev, uri)
     if chunk_seconds is None:

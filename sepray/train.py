@@ -83,7 +83,8 @@ class Trainer:
                 f"model {cfg.model_name}: one training crop needs {self.input_length / sr:.3g} s of input (its "
                 f"context); over {MAX_CROP_SECONDS:g} s: use fewer levels or layers"
             )
-        self.splits = splits if splits is not None else load_splits(cfg.data)
+        # the test songs are the evaluator's (sepray/evaluate.py): training reads only train and valid
+        self.splits = splits if splits is not None else load_splits(cfg.data, ("train", "valid"))
         if not self.splits.get("train"):
             raise UsageError("data: no training songs")
         self.sources = self.model.sources
@@ -100,6 +101,7 @@ class Trainer:
             sr,
             tc.seed,
             domains,
+            corpus_weights={c.corpus_name: c.weight for c in cfg.data.corpora()},
         )
         valid_songs = self.splits.get("valid") or self.splits["train"]
         v_out = self.model.output_length(self.model.input_length(max(1, round(tc.valid_seconds * sr))))
@@ -281,6 +283,11 @@ class Trainer:
         return self.epoch >= tc.epochs or (
             tc.max_seconds is not None and self.train_seconds >= tc.max_seconds
         )
+
+    @property
+    def cut_by_time(self) -> bool:
+        """Finished because ``train.max_seconds`` ran out before ``train.epochs`` were trained."""
+        return self.finished and self.epoch < self.cfg.train.epochs
 
 
 # ----------------------------------------------------------------------------------------------------------

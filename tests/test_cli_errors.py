@@ -43,8 +43,60 @@ def test_separate_chunk_seconds_is_validated(tmp_path, capsys, args, needle):
     with pytest.raises(SystemExit) as exc:
         main(["separate", "--run-id", UNKNOWN_RUN, str(song), "-o", str(tmp_path / "out"), *args])
     assert exc.value.code == 2
-    assert needle in capsys.readouterr().err
+    _one_line_error(capsys, needle, "(see sepray separate --help)")  # no usage block: one line
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        ([], "the following arguments are required: command (see sepray --help)"),
+        (["separate", "song.wav"], "the following arguments are required: --run-id"),
+        (["bogus"], "argument command: invalid choice: 'bogus'"),
+        (["evaluate", "--run-id", UNKNOWN_RUN, "--split", "x"], "argument --split: invalid choice: 'x'"),
+        (["sweep", "s.yaml", "--num-cpus", "two"], "argument --num-cpus: invalid int value: 'two'"),
+        (["separate", "--run-id", UNKNOWN_RUN, "a.wav", "--max-memory", "lots"], "argument --max-memory"),
+    ],
+)
+def test_every_usage_error_is_one_line(capsys, argv, needle):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    _one_line_error(capsys, needle)
+
+
+MALFORMED_YAML = [
+    ("data:\n  sample_rate: 8000\n channels: 1\n", "line 3, column 2: invalid YAML: expected <block end>"),
+    ("name: x\nsearch:\n  params: [a\n b: 1\n", "line 4, column 3: invalid YAML: expected ',' or ']'"),
+    ('model: {name: "waveunet\n', "line 2, column 1: invalid YAML: found unexpected end of stream"),
+    (
+        "train:\n\tlr: 1\n",
+        "line 2, column 1: invalid YAML: found character '\\t' that cannot start any token",
+    ),
+]
+
+
+@pytest.mark.parametrize("text, needle", MALFORMED_YAML)
+def test_malformed_yaml_names_file_line_and_column(tmp_path, capsys, monkeypatch, text, needle):
+    """Configs (`sepray train`, through the CLI), sweep specs (`load_spec`, which `sepray sweep` calls first;
+    its SpecError is printed the same way) and split files: `FILE: line L, column C: what is wrong`, one line."""
+    from sepray.data.layouts import DatasetError
+    from sepray.data.splits import read_split_file
+    from sepray.sweep.sections import SpecError
+    from sepray.sweep.spec import load_spec
+
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    assert main(["train", str(path)]) == 2
+    _one_line_error(capsys, f"{path}: {needle}")
+    with pytest.raises(SpecError) as exc:
+        load_spec(path)
+    assert str(exc.value).startswith(f"{path}: {needle}") and "\n" not in str(exc.value)
+    with pytest.raises(DatasetError) as exc:  # a data.split file
+        read_split_file(path)
+    assert str(exc.value).startswith(f"{path}: {needle}") and "\n" not in str(exc.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml"]  # no store, no runs
 
 
 @pytest.mark.parametrize(

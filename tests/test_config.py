@@ -52,7 +52,7 @@ def test_missing_file_and_bad_yaml(tmp_path):
         load_config(tmp_path / "missing.yaml")
     bad = tmp_path / "bad.yaml"
     bad.write_text("data: [unclosed\n")
-    with pytest.raises(ConfigError, match="bad.yaml: invalid YAML"):
+    with pytest.raises(ConfigError, match=r"bad.yaml: line 2, column 1: invalid YAML: expected .,. or .\]."):
         load_config(bad)
     with pytest.raises(ConfigError, match="not a config file or a preset"):
         load_config("no-such-preset")

@@ -267,3 +267,38 @@ def test_cli_prints_every_note_and_reports_a_missing_source(trees, capsys):
     assert main(["score", str(refs), str(ests)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"sepray: error: {ests / 'song-a'}: missing vocals.wav") and "\n" not in err
+
+
+def test_exact_estimates_in_every_song_give_an_explicit_inf_median_and_a_note(tmp_path, capsys):
+    """An estimate identical to its reference has SDR +inf; when every song's is, the median used to be a
+    silent null (`-` in the table). Generated WAVs, no MUSDB needed."""
+    refs, ests = tmp_path / "references", tmp_path / "estimates"
+    rng = np.random.default_rng(0)
+    for song in ("a", "b", "c"):
+        for source in ("vocals", "accompaniment"):
+            audio = torch.from_numpy(rng.uniform(-0.5, 0.5, (2, 3 * 8000)).astype(np.float32))
+            write_audio(refs / song / f"{source}.wav", audio, 8000)
+            exact = audio if source == "vocals" or song != "c" else 0.9 * audio  # c: accompaniment not exact
+            write_audio(ests / song / f"{source}.wav", exact, 8000)
+    assert main(["score", str(refs), str(ests), "--json", str(tmp_path / "scores.json")]) == 0
+    result = json.loads((tmp_path / "scores.json").read_text())
+    assert result["median"]["vocals"] == "inf" and result["median_utterance_sdr"]["vocals"] > 100
+    assert result["median"]["accompaniment"] == "inf"  # two of three songs exact
+    assert result["songs"]["c"]["accompaniment"]["sdr"] == pytest.approx(20.0, abs=1e-3)
+    assert (
+        "a: SDR +inf for vocals, accompaniment: the estimate equals the reference exactly"
+        in result["notes"][0]
+    )
+    assert "c: SDR +inf for vocals:" in result["notes"][2]
+    assert result["notes"][3] == (
+        "median SDR +inf for vocals, accompaniment: at least half of the songs have an exact estimate "
+        '("inf" in the JSON)'
+    )
+    table = capsys.readouterr().out
+    median_row = next(line for line in table.splitlines() if line.startswith("median"))
+    assert median_row.split()[3:] == ["inf", _utt(result, "vocals"), "inf", _utt(result, "accompaniment")]
+    assert result["notes"][3] in table
+
+
+def _utt(result, source):
+    return f"{result['median_utterance_sdr'][source]:.2f}"

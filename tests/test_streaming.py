@@ -23,10 +23,13 @@ from sepray.models import build_model
 from sepray.output_folders import SEPARATION_MANIFEST
 from sepray.package import PackageInfo
 from sepray.separate import (
+    run_chunked,
+    run_whole,
     separate_file,
     separate_song,
     separate_stream,
 )
+from tests.models.test_models import TINY_STRUCTURE_A, TINY_UMT
 from tests.test_package_and_separate import TINY, tiny
 
 
@@ -81,19 +84,22 @@ def test_reader_pads_with_zeros_and_writer_round_trips(tmp_path):
 
 
 def test_separate_file_equals_whole_song_path(tmp_path):
-    """20 s of 44.1 kHz stereo through the 8 kHz unittest model, 3 s chunks: same as in memory."""
+    """20 s of 44.1 kHz stereo through the 8 kHz unittest model, 3 s chunks: same as in memory (this float
+    noise peaks above full scale: both separate it at 1 / peak of its level and scale back)."""
     model, info = unittest_model()
     path = noise_file(tmp_path / "song.wav", 20.0, 44100, 2)
     mix, rate = read_audio(path)
-    reference = separate_song(model, mix, rate, info.sample_rate, chunk_seconds=3.0)
+    peak = float(mix.abs().max())
+    assert peak > 1.0
+    reference = separate_song(model, mix / peak, rate, info.sample_rate, chunk_seconds=3.0)
     folder = separate_file(model, info, path, tmp_path / "out", chunk_seconds=3.0, show_progress=False)
     assert folder == tmp_path / "out" / "song"
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["song"]
     for name in SOURCES:
         got, got_rate = read_audio(folder / f"{name}.wav")
         assert got_rate == rate and got.shape == mix.shape
-        error = (got - reference[name].clamp(-1, 1)).abs().max().item()
-        assert error < 1e-4, (name, error)  # PCM_16 rounding is 3e-5
+        error = (got - reference[name] * peak).abs().max().item()
+        assert error < 1e-5, (name, error)  # float input -> float output: no PCM rounding
 
 
 @pytest.mark.parametrize("key", sorted(TINY))
@@ -343,3 +349,118 @@ def test_full_band_output_keeps_the_band_above_the_model_rate(tmp_path):
     folder = separate_file(model, info, path, tmp_path / "out", chunk_seconds=1.0, show_progress=False)
     got = {name: read_audio(folder / f"{name}.wav")[0] for name in SOURCES}
     assert (got["vocals"] + got["accompaniment"] - mix).abs().max() < 2e-4  # PCM_16 rounding, twice
+
+
+def _every_family():
+    """(label, model, PackageInfo) for each model family (and head / decoder variant) at 8 kHz; spec-unet-small
+    keeps its real STFT geometry (n_fft 512, hop 128: shortest input 384 samples)."""
+    cases = {key: TINY[key] for key in TINY}
+    cases["structure_a"] = ("structure_a", TINY_STRUCTURE_A)
+    cases["umt"] = ("umt", TINY_UMT)
+    cases["umt-autoregressive"] = ("umt", {**TINY_UMT, "decoder": "autoregressive"})
+    preset = load_config("spec-unet-small")
+    cases["spec-unet-small"] = (preset.model_name, {**preset.model, "audio_channels": 1})
+    for label, (name, cfg) in cases.items():
+        torch.manual_seed(0)
+        model = build_model(name, {**cfg, "audio_channels": 1})
+        yield label, model, PackageInfo(name, dict(model.config.__dict__), 8000, 1, tuple(model.sources))
+
+
+@pytest.mark.parametrize("frames, rate", [(1, 16000), (80, 8000)])
+def test_a_song_of_one_sample_or_ten_ms_separates_with_every_model_family(tmp_path, frames, rate):
+    """`sepray separate` of a 1-sample or 0.01 s WAV used to end in `ValueError ... must be a multiple of hop
+    128` (STFT models); the song is zero-padded to the model's shortest input and cut back to its length."""
+    path = noise_file(tmp_path / "short.wav", frames / rate, rate, 2)
+    mix, _ = read_audio(path)
+    for label, model, info in _every_family():
+        out = tmp_path / label
+        folder = separate_file(model, info, path, out, chunk_seconds=0.05, show_progress=False)
+        got = {name: read_audio(folder / f"{name}.wav") for name in SOURCES}
+        for name, (audio, got_rate) in got.items():
+            assert (got_rate, *audio.shape) == (rate, 2, frames), (label, name)
+        if (
+            model.sources == ("vocals", "accompaniment")
+            and getattr(model.config, "output", "") == "difference"
+        ):
+            total = got["vocals"][0] + got["accompaniment"][0]
+            assert torch.allclose(total, mix, atol=1e-4), label
+
+
+@pytest.mark.parametrize("key", sorted(TINY))
+@pytest.mark.parametrize("length", [1, 47])
+def test_chunked_equals_one_shot_below_the_shortest_input(key, length):
+    _, model = tiny(key)
+    mix = torch.randn(1, 1, length) * 0.3
+    whole = run_whole(model, mix)
+    chunked = run_chunked(model, mix, chunk=16)
+    assert chunked.shape == whole.shape == (1, len(model.sources), 1, length)
+    assert torch.allclose(chunked, whole, atol=1e-5), (chunked - whole).abs().max()
+
+
+@pytest.mark.parametrize("family", ["waveunet-difference", "spec_unet"])
+def test_a_float_song_beyond_full_scale_is_not_clipped_and_still_sums_to_the_mixture(tmp_path, family):
+    """A float WAV peaking at 4.0 used to give a third of the accompaniment clipped at 1.0 (every model clamps
+    its estimates to [-1, 1]) and estimates that no longer summed to the mixture: it is now separated at 1/4 of
+    its level and scaled back, written as float, and stderr says so."""
+    if family == "spec_unet":
+        _, model = tiny("spec_unet")
+        info = PackageInfo("spec_unet", dict(model.config.__dict__), 8000, 1, tuple(SOURCES))
+    else:
+        model, info = unittest_model("model.output=difference")
+    rate = 8000
+    t = torch.arange(3 * rate) / rate
+    mix = torch.stack([torch.sin(2 * torch.pi * 220 * t), torch.sin(2 * torch.pi * 330 * t + 1)])
+    mix = 4.0 * mix * torch.linspace(0.2, 1.0, mix.shape[-1])  # (2, T), peaks at 4.0 at the end
+    path = tmp_path / "loud.wav"
+    sf.write(str(path), mix.T.numpy(), rate, subtype="FLOAT")
+    log: list[str] = []
+    folder = separate_file(
+        model, info, path, tmp_path / "out", chunk_seconds=0.5, show_progress=False, log=log.append
+    )
+    assert log == [
+        f"{path}: peaks at 4.00, beyond full scale: separated at 1/4.00 of its level and scaled back "
+        "(32-bit float WAVs, nothing clipped)"
+    ]
+    got = {name: read_audio(folder / f"{name}.wav")[0] for name in SOURCES}
+    assert {sf.info(str(folder / f"{name}.wav")).subtype for name in SOURCES} == {"FLOAT"}
+    assert (got["vocals"] + got["accompaniment"] - mix).abs().max() < 1e-4
+    loudest = max(float(got[name].abs().max()) for name in SOURCES)
+    assert loudest > 1.5  # not clipped at full scale
+    for name in SOURCES:  # a clamp leaves runs of samples at exactly full scale
+        assert int((got[name].abs() == 1.0).sum()) <= 2, name
+    manifest = json.loads((folder / SEPARATION_MANIFEST).read_text())
+    assert manifest["subtype"] == "FLOAT"
+
+
+def test_a_pcm_song_whose_estimate_exceeds_full_scale_switches_to_float_keeping_what_was_written(
+    tmp_path, monkeypatch
+):
+    """A 16-bit input is written as 16-bit, until an estimate would clip: then every file continues as float,
+    with the part already written copied over, and the estimates still sum to the mixture."""
+    model, info = unittest_model("model.output=difference")
+    rate = 8000
+    t = torch.arange(4 * rate) / rate
+    mix = torch.sin(2 * torch.pi * 200 * t)[None] * torch.where(t < 2.0, 0.05, 0.8)  # (1, T): loud from 2 s
+    path = tmp_path / "song.wav"
+    sf.write(str(path), mix.T.numpy(), rate, subtype="PCM_16")
+    mix, _ = read_audio(path)  # as 16-bit holds it
+    real_forward = model.forward
+
+    def move_the_mixture_between_sources(x):  # vocals - 1.5 mix, accompaniment + 1.5 mix: same sum
+        y = real_forward(x)  # (B, S, C, T): accompaniment = centre of x - vocals
+        total = y.sum(dim=1, keepdim=True)
+        return y + 1.5 * total * torch.tensor([-1.0, 1.0]).view(1, 2, 1, 1)
+
+    monkeypatch.setattr(model, "forward", move_the_mixture_between_sources)
+    log: list[str] = []
+    folder = separate_file(
+        model, info, path, tmp_path / "out", chunk_seconds=0.5, show_progress=False, log=log.append
+    )
+    assert len(log) == 1 and log[0].startswith(f"{path}: an estimate peaks at ")
+    assert log[0].endswith(": written as 32-bit float WAVs")
+    got = {name: read_audio(folder / f"{name}.wav")[0] for name in SOURCES}
+    assert {sf.info(str(folder / f"{name}.wav")).subtype for name in SOURCES} == {"FLOAT"}
+    assert got["accompaniment"].abs().max() > 1.5
+    assert (got["vocals"] + got["accompaniment"] - mix).abs().max() < 1e-4  # the first 2 s were 16-bit
+    quiet = got["accompaniment"][:, :rate]
+    assert torch.equal(quiet, torch.round(quiet * 32768) / 32768)  # written as 16-bit, copied exactly

@@ -57,7 +57,7 @@ def test_sigterm_ends_a_training_run_killed_like_ctrl_c(store, tmp_path, monkeyp
     threading.Thread(target=terminate_after_the_first_checkpoint, daemon=True).start()
     code = main(["train", "unittest", "--set", "train.epochs=100000"])
     assert code == 128 + signal.SIGTERM
-    assert capsys.readouterr().err.strip().splitlines()[-1] == "sepray: terminated"
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "sepray: interrupted"
     (run,) = [r for r in tracking.find_runs("sepray", uri=uri) if r.info.run_id not in known]
     assert run.info.status == "KILLED"
     assert signal.getsignal(signal.SIGTERM) == before  # the CLI's handler is gone again

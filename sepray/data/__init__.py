@@ -2,25 +2,30 @@
 
 See docs/DESIGN.md ("Data API") for the contract. Modules:
 
-* ``layouts``  which folders are songs and which files hold which source (CCMixter, MUSDB18-HQ)
+* ``layouts``  which files are songs and which files, streams, channels hold which source (CCMixter,
+               MUSDB18-HQ, MUSDB18 .stem.mp4, MIR-1K / iKala)
+* ``splits``   train / valid / test of one corpus: auto, ``mir1k-standard``, split files
 * ``cache``    the on-disk cache of decoded/resampled audio and the lock used to build cached corpora
-* ``corpus``   ``Song``, ``load_song_folder``, ``load_splits``, ``ensure_synthetic_corpus``
+* ``corpus``   ``Song``, ``load_song_folder``, ``load_splits`` (one or several corpora), ``prepare_corpora``,
+               ``ensure_synthetic_corpus``
 * ``augment``  source gains and pitch shift of one crop
-* ``sampler``  ``CropSampler`` (training crops) and ``fixed_crops`` (validation crops)
+* ``sampler``  ``CropSampler`` (training crops, corpus weights, remix across songs) and ``fixed_crops``
+               (validation crops)
 * ``synth``    the synthetic corpus generator
 """
 
 from sepray.data.augment import NO_AUGMENT, PitchSegment, augment_crop
 from sepray.data.corpus import (
     Song,
-    assign_splits,
     clear_memo,
     ensure_synthetic_corpus,
     load_song_folder,
     load_splits,
+    prepare_corpora,
 )
 from sepray.data.layouts import DatasetError
 from sepray.data.sampler import CropSampler, fixed_crops
+from sepray.data.splits import assign_splits
 
 __all__ = [
     "NO_AUGMENT",
@@ -35,4 +40,5 @@ __all__ = [
     "fixed_crops",
     "load_song_folder",
     "load_splits",
+    "prepare_corpora",
 ]

@@ -1,13 +1,13 @@
-"""Songs in memory: load song folders (through the audio cache), split a corpus, build the synthetic corpus.
+"""Songs in memory: load the songs of one or several corpora (through the audio cache), split them, build the
+synthetic corpus.
 
-Split rules (deterministic by song name, independent of file order and of other songs' audio):
-
-* CCMixter: songs ordered by ``sha1(name)``; the first ``round(test_fraction * n)`` are test (at least 1 when
-  n >= 3 and test_fraction > 0), the next ``round(valid_fraction * n_rest)`` valid (at least 1 when
-  n_rest >= 2 and valid_fraction > 0), the rest train. ``round`` rounds halves up.
-* MUSDB18-HQ: test = the ``test/`` folder; valid taken from ``train/`` by the same rule; the rest train.
-
-Each split is returned sorted by song name. No training song is a :class:`DatasetError`.
+``data.path`` names one dataset root, ``null`` (the synthetic corpus) or a list of roots (``DataConfig.corpora``),
+each with its layout, split (:mod:`sepray.data.splits`) and sampling weight. Every corpus is split on its own;
+the splits are then pooled: ``train`` holds every corpus's training songs (the crop sampler draws from each
+corpus by its weight, :mod:`sepray.data.sampler`), ``valid`` and ``test`` every corpus's, or only those of
+``data.eval_corpus`` when it is set. Songs carry ``meta["corpus"]``; with several corpora their names are
+``<corpus>/<song>`` so that names never collide. All audio is prepared to ``data.sample_rate`` /
+``data.channels`` (mono sources repeated to stereo, stereo averaged to mono), whatever its corpus.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import os
 import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,20 +25,14 @@ import torch
 
 from sepray import audio
 from sepray.atomic import folder_written_atomically
-from sepray.config import DataConfig
-from sepray.data.cache import audio_cache_key, cache_root, file_lock, load_prepared_audio
+from sepray.config import CorpusConfig, DataConfig
+from sepray.data.cache import cache_root, file_lock, load_prepared_parts, part_cache_key
 from sepray.data.domains import label_songs
-from sepray.data.layouts import (
-    DatasetError,
-    SongFiles,
-    detect_layout,
-    song_files,
-    song_folders,
-)
+from sepray.data.layouts import DatasetError, SongFiles, find_corpus, list_songs, song_files
+from sepray.data.splits import SPLITS, split_songs
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("train", "valid", "test")
 SYNTH_SAMPLE_RATE = 16000
 SYNTH_COMPLETE = ".complete"  # marker written last inside a finished synthetic corpus
 
@@ -72,92 +66,163 @@ def clear_memo() -> None:
 
 
 def load_song_folder(path: str | os.PathLike, cfg: DataConfig) -> Song:
-    """Load one CCMixter or MUSDB18-HQ song folder (``cfg.layout`` or detected from its files)."""
+    """Load one song: a CCMixter or MUSDB18-HQ song folder, a MUSDB18 ``.stem.mp4`` or a MIR-1K / iKala clip
+    (``cfg.layout`` or detected from its files)."""
     files = song_files(Path(path).expanduser().resolve(), cfg.layout)
     return _load_song(files, cfg, cache_root(cfg))
 
 
-def load_splits(cfg: DataConfig) -> dict[str, list[Song]]:
-    """``{"train", "valid", "test"}`` lists of songs of ``cfg.path`` (the synthetic corpus when None)."""
-    if cfg.path is None:
-        if cfg.layout == "musdb":
-            raise DatasetError(
-                "data.layout is musdb but data.path is empty; the synthetic corpus is CCMixter"
-            )
-        root, layout = ensure_synthetic_corpus(cfg), "ccmixter"
-    else:
-        root = Path(cfg.path).expanduser().resolve()
-        layout = detect_layout(root, cfg.layout)
-    names = split_song_folders(root, layout, cfg)
+@dataclass
+class CorpusPlan:
+    """One corpus of ``data.path``, found and split, before any audio is read."""
+
+    config: CorpusConfig
+    root: Path  # the folder holding its songs
+    layout: str
+    splits: dict[str, list[SongFiles]] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.config.corpus_name
+
+
+def plan_corpora(cfg: DataConfig) -> list[CorpusPlan]:
+    """Find, list and split every corpus of ``cfg`` (generating the synthetic corpus if it is one of them)."""
+    plans = []
+    for corpus in cfg.corpora():
+        if corpus.is_synthetic:
+            if corpus.layout not in ("auto", "ccmixter"):
+                raise DatasetError(
+                    f"data.layout is {corpus.layout} but the corpus is the synthetic one (data.path empty or "
+                    "'synthetic'), which is CCMixter"
+                )
+            root, layout = ensure_synthetic_corpus(cfg), "ccmixter"
+        else:
+            root, layout = find_corpus(corpus.path, corpus.layout)
+        plan = CorpusPlan(corpus, root, layout)
+        plan.splits = split_songs(list_songs(root, layout), layout, corpus.split, cfg, root)
+        plans.append(plan)
+    return plans
+
+
+def load_splits(cfg: DataConfig, which: Sequence[str] = SPLITS) -> dict[str, list[Song]]:
+    """``{split: songs}`` for each split in ``which`` of ``cfg``'s corpora (see the module docstring).
+
+    Only the splits asked for are read (the trainer asks for train and valid).
+    """
+    unknown = [w for w in which if w not in SPLITS]
+    if unknown:
+        raise ValueError(f"load_splits: unknown split {unknown[0]!r}; expected {SPLITS}")
+    plans = plan_corpora(cfg)
+    several = len(plans) > 1
     cache_dir = cache_root(cfg)
-    splits = {
-        split: [_load_song(song_files(folder, layout), cfg, cache_dir) for folder in folders]
-        for split, folders in names.items()
-    }
-    for songs in splits.values():
-        label_songs(songs, root)  # meta["domain"]: the confusion loss's label (sepray/data/domains.py)
-    return splits
+    out: dict[str, list[Song]] = {split: [] for split in which}
+    for plan in plans:
+        for split in which:
+            if split != "train" and cfg.eval_corpus is not None and plan.name != cfg.eval_corpus:
+                continue
+            files = plan.splits[split]
+            songs = [_load_song(f, cfg, cache_dir, plan.name, several) for f in files]
+            # meta["domain"]: the confusion loss's label (sepray/data/domains.py)
+            label_songs(songs, plan.root, [f.name for f in files])
+            out[split].extend(songs)
+    return out
 
 
-def split_song_folders(root: Path, layout: str, cfg: DataConfig) -> dict[str, list[Path]]:
-    """Song folders of each split (see the module docstring), before any audio is read."""
-    if layout == "musdb":
-        pool = song_folders(root / "train")
-        test = song_folders(root / "test")
-        parts = assign_splits([p.name for p in pool], 0.0, cfg.valid_fraction)
-        by_name = {p.name: p for p in pool}
-        out = {"train": [by_name[n] for n in parts["train"]], "valid": [by_name[n] for n in parts["valid"]]}
-        out["test"] = test
-        where = f"{root / 'train'}"
-    else:
-        pool = song_folders(root)
-        parts = assign_splits([p.name for p in pool], cfg.test_fraction, cfg.valid_fraction)
-        by_name = {p.name: p for p in pool}
-        out = {split: [by_name[n] for n in parts[split]] for split in SPLITS}
-        where = str(root)
-    if not out["train"]:
-        counts = ", ".join(f"{len(out[s])} {s}" for s in ("valid", "test"))
-        raise DatasetError(
-            f"{where}: no training songs after the split ({len(pool)} songs; {counts}); "
-            "add songs or lower data.valid_fraction / data.test_fraction"
-        )
-    return {split: out[split] for split in SPLITS}
+def prepare_corpora(cfg: DataConfig, log_line=None) -> int:
+    """Generate the synthetic corpus and decode every song of every corpus into the audio cache, without
+    keeping audio in memory (a sweep's driver does this once, so its trials do not decode at the same time).
+    Returns the number of songs."""
+    cache_dir = cache_root(cfg)
+    count = 0
+    for plan in plan_corpora(cfg):
+        songs = [f for split in SPLITS for f in plan.splits[split]]
+        if log_line is not None and not plan.config.is_synthetic:
+            log_line(
+                f"data: {plan.name}: {len(songs)} songs ({plan.layout}, split {plan.config.split}) in {plan.root}"
+            )
+        for files in songs:
+            load_prepared_parts(_distinct_parts(files), cfg.sample_rate, cfg.channels, cache_dir)
+        count += len(songs)
+    return count
 
 
-def assign_splits(names: list[str], test_fraction: float, valid_fraction: float) -> dict[str, list[str]]:
-    """Deterministic split of song names: ordered by sha1(name), test first, then valid, rest train."""
-    ordered = sorted(names, key=lambda n: (hashlib.sha1(n.encode()).hexdigest(), n))
-    n = len(ordered)
-    n_test = _round_half_up(test_fraction * n)
-    if test_fraction > 0 and n >= 3:
-        n_test = max(n_test, 1)
-    n_rest = n - n_test
-    n_valid = _round_half_up(valid_fraction * n_rest)
-    if valid_fraction > 0 and n_rest >= 2:
-        n_valid = max(n_valid, 1)
-    test, valid, train = ordered[:n_test], ordered[n_test : n_test + n_valid], ordered[n_test + n_valid :]
-    return {"train": sorted(train), "valid": sorted(valid), "test": sorted(test)}
+def _distinct_parts(files: SongFiles):
+    return tuple(dict.fromkeys(files.parts))
 
 
-def _round_half_up(x: float) -> int:
-    return int(math.floor(x + 0.5))
-
-
-def _load_song(files: SongFiles, cfg: DataConfig, cache_dir: Path) -> Song:
+def _load_song(
+    files: SongFiles, cfg: DataConfig, cache_dir: Path, corpus: str | None = None, prefix=False
+) -> Song:
     sr, ch = cfg.sample_rate, cfg.channels
-    paths = files.audio_files
-    memo_key = (files.layout, str(files.folder), tuple(audio_cache_key(p, sr, ch) for p in paths), sr, ch)
+    parts = _distinct_parts(files)
+    name = f"{corpus}/{files.name}" if prefix and corpus else files.name
+    memo_key = (
+        files.layout,
+        str(files.folder),
+        tuple(part_cache_key(p, sr, ch) for p in parts),
+        sr,
+        ch,
+        name,
+    )
     song = _memo.get(memo_key)
     if song is not None:
+        if corpus is not None:  # a song first loaded on its own (load_song_folder) joins its corpus
+            song.meta.setdefault("corpus", corpus)
         return song
-    info = {p: audio.audio_info(p) for p in paths}  # (sample_rate, channels, frames)
-    ref_sr = info[files.mix][0]
-    for p in paths:
-        if info[p][0] != ref_sr:
+    # the files are probed only when something must be decoded: a cached song reads no audio file
+    decoded = load_prepared_parts(parts, sr, ch, cache_dir, before_decoding=lambda: _check_files(files))
+    prepared = dict(zip(parts, decoded, strict=True))
+    length = min(x.shape[-1] for x in prepared.values())
+
+    def total(group) -> torch.Tensor:
+        """The sum of ``group``'s parts, trimmed to ``length``; summed in numpy (one thread: torch's threads
+        made a MIR-1K corpus's second load 18 s slower on a loaded 2-core machine)."""
+        out = prepared[group[0]][:, :length]
+        if len(group) == 1:
+            return out
+        summed = out.numpy().copy()
+        for part in group[1:]:
+            summed += prepared[part][:, :length].numpy()
+        return torch.from_numpy(summed)
+
+    mix = total(files.mix)
+    sources = {name: total(group) for name, group in files.sources.items()}
+    meta = _read_meta(files.meta) if files.meta else {}
+    meta.update(files.info)
+    meta.update(folder=str(files.folder), layout=files.layout, sample_rate=sr)
+    if corpus is not None:
+        meta["corpus"] = corpus
+    song = Song(name=name, mix=mix, sources=sources, meta=meta)
+    _memo[memo_key] = song
+    return song
+
+
+def _check_files(files: SongFiles) -> None:
+    """Before decoding: every file exists and has the streams / channels its parts take, the files of a song
+    share one sample rate (DatasetError naming the file); files that differ in length are trimmed to the
+    shortest (a warning)."""
+    info = {path: audio.probe(path) for path in files.audio_files}
+    for part in files.parts:
+        found = info[part.path]
+        if part.stream >= found.streams:
             raise DatasetError(
-                f"{p}: sample rate {info[p][0]} Hz differs from {files.mix.name} ({ref_sr} Hz) in the same song"
+                f"{part.path}: {found.streams} audio stream(s); a {files.layout} song file needs "
+                f"{part.stream + 1} or more (MUSDB18: mixture, drums, bass, other, vocals)"
             )
-    frames = {p: info[p][2] for p in paths}
+        if part.channel is not None and part.channel >= found.channels:
+            raise DatasetError(
+                f"{part.path}: {found.channels} channel(s); a {files.layout} clip is a stereo WAV "
+                "(left = accompaniment, right = vocals)"
+            )
+    paths = files.audio_files
+    ref_sr = info[paths[0]].sample_rate
+    for p in paths:
+        if info[p].sample_rate != ref_sr:
+            raise DatasetError(
+                f"{p}: sample rate {info[p].sample_rate} Hz differs from {paths[0].name} ({ref_sr} Hz) in the same song"
+            )
+    frames = {p: info[p].frames for p in paths}
     if len(set(frames.values())) > 1:
         listing = ", ".join(f"{p.name} {n}" for p, n in frames.items())
         log.warning(
@@ -166,20 +231,6 @@ def _load_song(files: SongFiles, cfg: DataConfig, cache_dir: Path) -> Song:
             listing,
             ref_sr,
         )
-    prepared = {p: load_prepared_audio(p, sr, ch, cache_dir) for p in paths}
-    length = min(x.shape[-1] for x in prepared.values())
-    mix = prepared[files.mix][:, :length]
-    sources = {}
-    for name, src_paths in files.sources.items():
-        total = prepared[src_paths[0]][:, :length]
-        for p in src_paths[1:]:
-            total = total + prepared[p][:, :length]
-        sources[name] = total
-    meta = _read_meta(files.meta) if files.meta else {}
-    meta.update(folder=str(files.folder), layout=files.layout, sample_rate=sr)
-    song = Song(name=files.name, mix=mix, sources=sources, meta=meta)
-    _memo[memo_key] = song
-    return song
 
 
 def _read_meta(path: Path) -> dict:

@@ -38,14 +38,18 @@ def read_domains_file(root: Path) -> dict[str, str] | None:
     return {str(k): str(v) for k, v in raw.items()}
 
 
-def label_songs(songs, root: Path) -> None:
-    """Set ``song.meta["domain"]`` on every song (see the module docstring for where the label comes from)."""
+def label_songs(songs, root: Path, names: Sequence[str] | None = None) -> None:
+    """Set ``song.meta["domain"]`` on every song (see the module docstring for where the label comes from).
+
+    ``names``: each song's name inside ``root`` (``domains.json``'s keys) when it differs from ``song.name``
+    (with several corpora, songs are named ``<corpus>/<song>``).
+    """
     given = read_domains_file(root)
-    for song in songs:
+    for song, name in zip(songs, names if names is not None else [s.name for s in songs], strict=True):
         if given is not None:
-            if song.name not in given:
-                raise DatasetError(f"{root / DOMAINS_FILE}: no label for song {song.name!r}")
-            song.meta[DOMAIN] = given[song.name]
+            if name not in given:
+                raise DatasetError(f"{root / DOMAINS_FILE}: no label for song {name!r}")
+            song.meta[DOMAIN] = given[name]
         else:
             song.meta[DOMAIN] = str(song.meta.get("style") or song.name)
 

@@ -4,12 +4,17 @@ A crop is an input window of ``input_length`` samples and, centred in it, a targ
 ``output_length`` samples: target sample ``j`` <-> input sample ``j + (input_length - output_length) // 2``.
 The target window always lies inside the song; the input window may reach past the song's edges by up to
 the context and is zero-padded there, so song edges are trained like the middle.
+
+Songs are drawn in proportion to their length; with songs of several corpora (``Song.meta["corpus"]``) and
+``corpus_weights``, corpus ``c`` gets a share ``w_c / sum(w)`` of the crops, its songs by length within it.
+Remix across songs (``augment.remix_prob``): a remixed crop keeps the first source (vocals) of its song and
+takes every other source from a crop of another song drawn the same way (any corpus), the mixture re-summed.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 
@@ -51,6 +56,7 @@ class CropSampler:
         sample_rate: int,
         seed: int,
         domains: Sequence[int] | None = None,
+        corpus_weights: Mapping[str, float] | None = None,
     ) -> None:
         self.songs = list(songs)
         if not self.songs:
@@ -86,7 +92,7 @@ class CropSampler:
                     f"CropSampler: song {song.name!r} has {song.channels} channels, {first.name!r} {self.channels}"
                 )
         self.target_index = [self.song_sources.index(s) for s in self.sources]
-        self.weights = torch.tensor([max(song.length, 1) for song in self.songs], dtype=torch.float64)
+        self.weights = song_weights(self.songs, corpus_weights)
         self.generator = torch.Generator().manual_seed(self.seed)
         self.batches_drawn = 0
         if domains is not None and len(domains) != len(self.songs):
@@ -105,19 +111,38 @@ class CropSampler:
         need_mix = keeps_mixture(self.augment)
         for b, i in enumerate(picks):
             song = self.songs[i]
-            positions = max(song.length - self.output_length, 0) + 1
-            target_start = int(torch.randint(0, positions, (), generator=g))
-            start = target_start - self.offset
+            start = self._crop_start(song)
             mix = padded_slice(song.mix, start, self.input_length) if need_mix else None
             stack = torch.stack(
                 [padded_slice(song.sources[s], start, self.input_length) for s in self.song_sources]
             )
+            # no draw at all when remix_prob is 0: the batches of a config without remixing stay the same
+            if self.augment.remix_prob > 0 and float(torch.rand((), generator=g)) < self.augment.remix_prob:
+                self._remix(stack, i)
+                mix = stack.sum(dim=0) if need_mix else None
             mix, stack, _, _ = augment_crop(mix, stack, self.augment, self.sample_rate, g)
             mix_out[b] = mix
             target_out[b] = stack[self.target_index, :, self.offset : self.offset + self.output_length]
         self.batches_drawn += 1
         self.last_picks = picks
         return mix_out, target_out
+
+    def _crop_start(self, song: Song) -> int:
+        """Start of a random input window of ``song`` (its target window lies inside the song)."""
+        positions = max(song.length - self.output_length, 0) + 1
+        target_start = int(torch.randint(0, positions, (), generator=self.generator))
+        return target_start - self.offset
+
+    def _remix(self, stack: torch.Tensor, picked: int) -> None:
+        """Replace every source but the first of ``stack`` (S, C, input_length) by a crop of another song."""
+        weights = self.weights
+        if len(self.songs) > 1:
+            weights = weights.clone()
+            weights[picked] = 0.0
+        for k in range(1, len(self.song_sources)):
+            other = self.songs[int(torch.multinomial(weights, 1, generator=self.generator))]
+            start = self._crop_start(other)
+            stack[k] = padded_slice(other.sources[self.song_sources[k]], start, self.input_length)
 
     def labelled_batch(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """:meth:`batch` (the same draws) plus each crop's domain label (B,) int64, None without ``domains``."""
@@ -144,6 +169,21 @@ class CropSampler:
         # a checkpoint loaded with map_location="cuda" moves the state tensor; the generator is a CPU one
         self.generator.set_state(state["generator"].to("cpu", torch.uint8))
         self.batches_drawn = int(state.get("batches_drawn", 0))
+
+
+def song_weights(songs: Sequence[Song], corpus_weights: Mapping[str, float] | None = None) -> torch.Tensor:
+    """Sampling weight of each song (float64): its length; with songs of several corpora and
+    ``corpus_weights``, ``w_c * length / (total length of corpus c)``, so corpus ``c`` gets ``w_c / sum(w)`` of
+    the crops. A corpus missing from ``corpus_weights`` weighs 1."""
+    lengths = torch.tensor([max(song.length, 1) for song in songs], dtype=torch.float64)
+    corpora = [str(song.meta.get("corpus", "")) for song in songs]
+    if corpus_weights is None or len(set(corpora)) < 2:
+        return lengths  # one corpus: exactly the length weights of before
+    totals: dict[str, float] = {}
+    for corpus, length in zip(corpora, lengths.tolist(), strict=True):
+        totals[corpus] = totals.get(corpus, 0.0) + length
+    scale = [float(corpus_weights.get(c, 1.0)) / totals[c] for c in corpora]
+    return lengths * torch.tensor(scale, dtype=torch.float64)
 
 
 def fixed_crops(

@@ -15,7 +15,9 @@ Heads:
 * ``head == "regression"``: ``forward`` returns waveforms ``(batch, sources, audio_channels, time_out)``.
 * ``head == "mulaw"``: ``forward`` returns logits ``(batch, 256, sources, audio_channels, time_out)``,
   ready for ``F.cross_entropy(logits, mu_law_encode(target))``.
-``decode(output)`` always returns waveforms ``(batch, sources, audio_channels, time_out)`` in [-1, 1].
+``decode(output)`` always returns waveforms ``(batch, sources, audio_channels, time_out)`` in [-1, 1]; for a
+regression head it only clamps, and file separation (``sepray.separate.separate_stream``) skips it so that
+estimates that sum to the mixture still do beyond full scale.
 
 Training (what the one training loop in ``sepray/train.py`` calls; the default is the plain separation loss):
 

@@ -10,6 +10,7 @@ alive to finish, and evaluates the top-k on the full test songs.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -34,15 +35,26 @@ from sepray.sweep.trial import TrialContext, close_orphans
 STATE_FILE = "sepray_sweep.json"  # in the Ray experiment folder: parent run id, tracking URI, spec
 
 
-def prepare_data(spec: SweepSpec) -> None:
-    """Generate the synthetic corpus once in the driver, so trials do not wait on each other to build it."""
+def with_absolute_data_paths(spec: SweepSpec) -> SweepSpec:
+    """The spec with its fixed dataset roots and split files made absolute against the driver's working folder:
+    Ray Tune runs each trial in its own working folder (``RAY_CHDIR_TO_TRIAL_DIR``)."""
+    from sepray.config import absolute_data_paths
+
+    return dataclasses.replace(spec, fixed={**spec.fixed, "data": absolute_data_paths(spec.fixed["data"])})
+
+
+def prepare_data(spec: SweepSpec, log=print) -> None:
+    """Generate the synthetic corpus (and decode real corpora into the audio cache) once in the driver, so
+    trials do not wait on each other to build it or decode the same files at once."""
     from sepray.config import DataConfig
-    from sepray.data import ensure_synthetic_corpus
+    from sepray.data import ensure_synthetic_corpus, prepare_corpora
     from sepray.schema import build_dataclass
 
     data = build_dataclass(DataConfig, spec.fixed["data"], f"{spec.label}: data")
     if data.path is None:
         ensure_synthetic_corpus(data)
+    else:
+        prepare_corpora(data, log)
 
 
 def run_sweep(
@@ -63,7 +75,7 @@ def run_sweep(
     Before anything starts: a tracking store that cannot be used, or another live driver of the same sweep
     (the lock of :func:`sweep_lock`), is a one-line error.
     """
-    spec = load_spec(spec_path, overrides, smoke_test)
+    spec = with_absolute_data_paths(load_spec(spec_path, overrides, smoke_test))
     if not resume:  # (a resumed sweep's store is the one in its state file)
         tracking.check("create")
     with held_lock(sweep_lock(spec), f"sweep {spec.name} (storage {spec.storage_path()})", LOCK_HINT):
@@ -105,7 +117,7 @@ def _run_sweep(spec, spec_path, resume, address, num_cpus, log, resume_command) 
         sweep = TrialContext.of(spec, trial_tracking_uri(uri, address, log), parent.run_id)
         started = time.time()
         try:
-            prepare_data(spec)
+            prepare_data(spec, log)
             _restore_snapshot(spec, resume, log)
             results = tuner.fit(spec, sweep, resume, log)
             trials = [_trial_summary(r) for r in results]
@@ -123,6 +135,12 @@ def _run_sweep(spec, spec_path, resume, address, num_cpus, log, resume_command) 
                     "interrupted": True,
                     "signal": signum or signal.SIGINT,
                 }
+            cut = tuner.keep_cut_trials(results, sweep, log)
+            if cut:
+                log(
+                    f"the sweep's time limit ({names.SWEEP_LIMIT} = {spec.budget.sweep_seconds} s) cut "
+                    f"{len(cut)} trial(s); each keeps the model of its last completed epoch"
+                )
             close_orphans(spec.name, parent.run_id, uri, names.STOPPED_EARLY)
             parent.log_metrics({"sweep_seconds": time.time() - started}, step=int(resume))
             exp_dir = spec.experiment_dir()

@@ -1,7 +1,9 @@
-"""After a sweep: evaluate the top-k finished trials on the full test songs, pick the best, publish the table.
+"""After a sweep: evaluate the top-k trials with a model on the full test songs, pick the best, publish the table.
 
 Stage one (during the sweep) is cheap: ASHA and the searcher see the validation metric on fixed crops.
-Stage two runs here: the ``top_k`` finished trials by that metric are evaluated on every full test song
+Stage two runs here: the ``top_k`` trials that hold a model package -- those that finished their budget and
+those a time limit cut after at least one epoch (outcome ``cut_by_time``, the model of their last completed
+epoch) -- by that metric are evaluated on every full test song
 (:func:`sepray.evaluate.evaluate_run`, museval-exact framewise SDR, logged on each trial's run as
 ``test_sdr_<source>``), and the best by ``select`` (default ``test_sdr_vocals``) wins. The parent run gets the
 leaderboard as a table artifact, the best run id as a tag, and the best model is registered in the MLflow
@@ -30,15 +32,20 @@ def collect_rows(spec, parent_run_id: str, uri: str) -> list[dict[str, Any]]:
             "run_id": r.info.run_id,
             "model": t.get(names.MODEL) or p.get("model.name", ""),
             "outcome": t.get(names.OUTCOME, r.info.status.lower()),
+            "status": r.info.status,
             "epochs": int(m.get("epoch", 0)),
+            "cut_by": t.get(names.CUT_BY, ""),
             spec.metric: m.get(spec.metric),
         }
         for s in SOURCES:
             row[names.sdr_metric("valid", s)] = m.get(names.sdr_metric("valid", s))
+        row["train_seconds"] = m.get("train_seconds")
+        kept = _int(t.get(names.EPOCHS))
+        if row["outcome"] == names.CUT_BY_TIME and kept is not None and 0 < kept < row["epochs"]:
+            _values_of_epoch(row, kept, spec, uri)  # it logged an epoch later than its model's checkpoint
         for s in SOURCES:
             row[names.sdr_metric("test", s)] = m.get(names.sdr_metric("test", s))
         row["num_parameters"] = _int(p.get("num_parameters"))
-        row["train_seconds"] = m.get("train_seconds")
         row[names.x_realtime_metric("test")] = m.get(names.x_realtime_metric("test"))
         row["last_error"] = t.get(names.LAST_ERROR, "")
         row["run_name"] = r.info.run_name or ""
@@ -46,16 +53,34 @@ def collect_rows(spec, parent_run_id: str, uri: str) -> list[dict[str, Any]]:
         for param in spec.params:
             row[param.key] = sampled.get(param.key, "")  # "" when the parameter was inactive (`when:`)
         row["retries"] = _int(t.get(names.RETRIES)) or 0
-        row["reason"] = t.get(names.LAST_ERROR, "") if row["outcome"] == names.FAILED else ""
+        row["reason"] = {names.FAILED: row["last_error"], names.CUT_BY_TIME: row["cut_by"]}.get(
+            row["outcome"], ""
+        )
         row["signature"] = t.get(names.SIGNATURE, "")
         row["trial_id"] = t.get(names.TRIAL_ID, "")
         rows.append(row)
     return rows
 
 
+def _values_of_epoch(row: dict[str, Any], epoch: int, spec, uri: str) -> None:
+    """Set the row's epochs and validation values to those of ``epoch``, the epoch its model is from: Tune cut
+    the trial while it was logging a later epoch whose checkpoint Tune never recorded."""
+    row["epochs"] = epoch
+    run = tracking.Run(row["run_id"], uri)
+    for key in {spec.metric, "train_seconds", *(names.sdr_metric("valid", s) for s in SOURCES)}:
+        row[key] = dict(run.metric_history(key)).get(epoch)
+
+
+def has_model(row: dict[str, Any]) -> bool:
+    """Whether the row's run holds a model package: it finished its budget, or a time limit cut it after at
+    least one epoch (a FINISHED run either way; a cut run without a model ends KILLED)."""
+    return row.get("outcome") in names.MODEL_OUTCOMES and row.get("status") == "FINISHED"
+
+
 def top_k(rows: list[dict[str, Any]], spec) -> list[dict[str, Any]]:
-    """The ``spec.top_k`` finished rows, best validation metric first (rows without a value last)."""
-    done = [r for r in rows if r["outcome"] == "finished"]
+    """The ``spec.top_k`` rows with a model (:func:`has_model`), best validation metric first (rows without a
+    value last)."""
+    done = [r for r in rows if has_model(r)]
     sign = -1.0 if spec.mode == "max" else 1.0
     return sorted(done, key=lambda r: sign * r[spec.metric] if is_finite(r.get(spec.metric)) else math.inf)[
         : spec.top_k
@@ -118,8 +143,10 @@ def finish_sweep(spec, parent: tracking.Run, uri: str, log=print) -> dict[str, A
     log("")
     log(text)
     if best is None:
-        parent.set_tags({names.BEST_RUN_ID: "none"})
-        log("no trial finished its budget, so there is no best model (see the leaderboard above)")
+        reason = no_best_reason(rows, evaluated, spec)
+        parent.set_tags({names.BEST_RUN_ID: "none", names.NO_BEST_REASON: reason})
+        log(f"no best model: {reason}")
+        outcome["no_best_reason"] = reason
         return outcome
     version = tracking.register_model(best["run_id"], spec.name, uri)
     parent.set_tags({names.BEST_RUN_ID: best["run_id"], names.REGISTERED_MODEL: f"{spec.name}/{version}"})
@@ -127,10 +154,7 @@ def finish_sweep(spec, parent: tracking.Run, uri: str, log=print) -> dict[str, A
     tracking.Run(best["run_id"], uri).set_tags({names.BEST: "true"})
     outcome.update(best_run_id=best["run_id"], registered_version=version)
     log("")
-    log(
-        f"best: run {best['run_id']} ({best['model']}), {spec.select} = {select_value(best, spec.select):.2f} dB "
-        f"(museval framewise median), registered as model {spec.name!r} version {version}"
-    )
+    log(winner_line(best, spec, version))
     baselines = trivial_baselines(best["run_id"], uri)
     if baselines:
         outcome["baselines"] = baselines
@@ -139,6 +163,44 @@ def finish_sweep(spec, parent: tracking.Run, uri: str, log=print) -> dict[str, A
     log("separate a song with it:")
     log(f"  {separate_command(best['run_id'], uri)}")
     return outcome
+
+
+def winner_line(best: dict[str, Any], spec, version: str) -> str:
+    """``best: run ... registered as model ... version N``, and when a time limit cut it, after which epoch."""
+    line = (
+        f"best: run {best['run_id']} ({best['model']}), {spec.select} = {select_value(best, spec.select):.2f} dB "
+        f"(museval framewise median), registered as model {spec.name!r} version {version}"
+    )
+    return line + (f"; {cut_note(best, spec)}" if best.get("outcome") == names.CUT_BY_TIME else "")
+
+
+def cut_note(row: dict[str, Any], spec) -> str:
+    """``cut by the time limit (budget.sweep_seconds = 420 s) after epoch 7 of 8, 383.2 s of training``."""
+    limit = row.get("cut_by") or "a time limit"
+    seconds = {
+        names.SWEEP_LIMIT: spec.budget.sweep_seconds,
+        names.TRIAL_LIMIT: spec.budget.trial_seconds,
+    }.get(limit)
+    limit = f"{limit} = {seconds:g} s" if seconds is not None else limit
+    trained = (
+        f", {float(row['train_seconds']):.1f} s of training" if is_finite(row.get("train_seconds")) else ""
+    )
+    return f"cut by the time limit ({limit}) after epoch {row['epochs']} of {spec.epochs}{trained}"
+
+
+def no_best_reason(rows: list[dict[str, Any]], evaluated: list[dict[str, Any]], spec) -> str:
+    """Why a sweep has no best model, in one line: no trial completed an epoch, none has a model, or none of
+    the evaluated ones has a finite ``select`` value; with the count of trials by outcome."""
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row["outcome"]] = counts.get(row["outcome"], 0) + 1
+    summary = ", ".join(f"{n} {outcome}" for outcome, n in sorted(counts.items())) or "none"
+    summary = f"trials (one per configuration): {summary}"
+    if not any(int(row.get("epochs") or 0) >= 1 for row in rows):
+        return f"no trial completed an epoch ({summary})"
+    if not evaluated:
+        return f"no trial has a model: none finished its budget or was cut after an epoch ({summary})"
+    return f"no evaluated trial has a finite {spec.select} on the test songs ({summary})"
 
 
 def trivial_baselines(run_id: str, uri: str) -> dict[str, float]:
@@ -222,7 +284,7 @@ def format_leaderboard(rows: list[dict[str, Any]], spec) -> str:
     out += [fmt.format(*cells) for cells in lines]
     out += [
         f"{r['rank']}: {r['outcome']}: {r['reason']}" for r in rows if r.get("reason")
-    ]  # why trials failed
+    ]  # why trials failed, which limit cut them
     retried = [f"#{r['rank']} ({r['retries']}x)" for r in rows if r.get("retries")]
     if retried:
         out.append(f"restarted from a checkpoint by Ray (node lost, crash): {', '.join(retried)}")

@@ -28,10 +28,12 @@ from pathlib import Path
 from typing import Any
 
 from sepray import SOURCES, names, tracking
-from sepray.errors import UsageError
+from sepray.atomic import file_in_the_way, folder_written_atomically
+from sepray.errors import UsageError, UserPathError
 from sepray.numbers import is_finite
+from sepray.owned_folders import FolderKind, check_replaceable, write_manifest
 from sepray.sweep import report_plots, report_stats
-from sepray.sweep.leaderboard import collect_rows, format_leaderboard, rank
+from sepray.sweep.leaderboard import collect_rows, format_leaderboard, has_model, rank
 from sepray.sweep.report_html import render
 
 LISTEN_TOP = 3  # trials whose excerpts the report plays
@@ -106,7 +108,12 @@ def leaderboard_text(sweep: str, uri: str | None = None) -> str:
 
 
 def rebuild_report(sweep: str, uri: str | None = None, out: str | Path | None = None) -> str:
-    """``sepray report``: build the report of a sweep again, log it on its parent run (and copy it to ``out``)."""
+    """``sepray report``: build the report of a sweep again, log it on its parent run (and copy it to ``out``).
+
+    ``out`` is checked first (:func:`check_report_out`): where it holds anything but a report sepray wrote,
+    nothing is built, logged or copied."""
+    if out is not None:
+        check_report_out(Path(out))
     uri = tracking.tracking_uri(uri)
     parent = find_parent(sweep, uri)
     return publish_report(view_of(parent, uri), parent.info.run_id, uri, out)
@@ -126,7 +133,7 @@ def publish_report(spec, parent_run_id: str, uri: str, out: str | Path | None = 
         parent = tracking.Run(parent_run_id, uri)
         parent.log_artifacts(folder, REPORT_DIR)
         if out is not None:
-            shutil.copytree(folder, Path(out), dirs_exist_ok=True)
+            copy_report(folder, Path(out), parent_run_id)
     experiment_id = tracking.get_run(parent_run_id, uri).info.experiment_id
     view = model_training_url(uri, experiment_id)
     _set_note(parent, view)
@@ -134,6 +141,38 @@ def publish_report(spec, parent_run_id: str, uri: str, out: str | Path | None = 
     if out is not None:
         where += f", copied to {Path(out) / 'index.html'}"
     return f"{where}; runs table: {view}"
+
+
+REPORT_FOLDER = FolderKind(
+    manifest=".sepray-report.json",
+    format="sepray-report",
+    command="sepray report",
+    hint="move it away or choose another --out folder",
+)
+"""``sepray report --out DIR`` writes this manifest into DIR; only such a folder (holding nothing but the files
+it lists) or an empty folder is replaced by a new copy."""
+
+
+def check_report_out(out: Path) -> bool:
+    """May the report be copied to ``out``? False: nothing there; True: an empty folder or a report copied
+    there before, replaced. UserPathError (one line naming it) for anything else, which is left untouched."""
+    blocker = file_in_the_way(out)
+    if blocker is not None:
+        raise UserPathError(f"{blocker}: is not a folder, cannot create the report folder {out}")
+    return check_replaceable(out, REPORT_FOLDER, allow_empty=True)
+
+
+def copy_report(folder: Path, out: Path, parent_run_id: str) -> None:
+    """Copy a built report folder to ``out`` whole or not at all (a full disk leaves nothing half-copied:
+    NoSpaceError naming ``out``), with its manifest; ``out`` is checked again just before it is replaced."""
+    with folder_written_atomically(out, check_report_out) as tmp:
+        for src in sorted(folder.rglob("*")):
+            dst = tmp / src.relative_to(folder)
+            if src.is_dir():
+                dst.mkdir(exist_ok=True)
+            else:
+                shutil.copyfile(src, dst)
+        write_manifest(tmp, REPORT_FOLDER, parent_run_id=parent_run_id)
 
 
 def model_training_url(uri: str, experiment_id: str) -> str:
@@ -163,7 +202,7 @@ def write_report(folder: Path, spec, rows: list[dict[str, Any]], uri: str) -> No
     songs = {r["run_id"]: _per_song(r["run_id"], uri) for r in rows if _evaluated(r)}
     curves = {r["run_id"]: tracking.Run(r["run_id"], uri).metric_history(spec.metric) for r in rows}
     curves = {k: [(s, v) for s, v in pts if s >= 1] for k, pts in curves.items()}
-    listen = [r for r in rows if r["outcome"] == names.FINISHED][:LISTEN_TOP]
+    listen = [r for r in rows if has_model(r)][:LISTEN_TOP]
     excerpts = {r["run_id"]: _copy_excerpt(r["run_id"], folder, uri) for r in listen}
     images = _figures(folder / "images", spec, rows, curves)
     page = render(spec, rows, songs, excerpts, images)

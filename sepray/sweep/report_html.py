@@ -35,7 +35,11 @@ def _num(value, digits: int = 2) -> str:
 
 def _outcome(row: dict[str, Any]) -> str:
     outcome = row.get("outcome", "")
-    text = {names.STOPPED_EARLY: "stopped early"}.get(outcome, outcome)
+    text = {names.STOPPED_EARLY: "stopped early", names.CUT_BY_TIME: "cut by the time limit"}.get(
+        outcome, outcome
+    )
+    if outcome == names.CUT_BY_TIME and row.get("cut_by"):
+        text += f" ({row['cut_by']})"
     if outcome == names.FAILED and row.get("last_error"):
         text += f": {row['last_error']}"
     return text

@@ -18,11 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from sepray import SOURCES, names
 from sepray.config import RunConfig, TrainConfig, resolve
-from sepray.schema import ConfigError, build_dataclass, coerce, parse_override, read_text, set_dotted
+from sepray.schema import ConfigError, build_dataclass, coerce, load_yaml, parse_override, set_dotted
 from sepray.sweep.params import SECTIONS, Param, model_hint, parse_params
 from sepray.sweep.sections import TOP_KEYS, Budget, Resources, Scheduler, Search, SpecError
 from sepray.sweep.space import SearchSpace, grid_points, random_samples, trial_raw_config
@@ -132,10 +130,7 @@ def load_spec(path: str | Path, overrides=(), smoke_test: bool = False) -> Sweep
     label = str(path)
     if not path.is_file():
         raise SpecError(f"{label}: no such sweep spec")
-    try:
-        raw = yaml.safe_load(read_text(path, SpecError)) or {}
-    except yaml.YAMLError as exc:
-        raise SpecError(f"{label}: invalid YAML ({str(exc).splitlines()[0]})") from None
+    raw = load_yaml(path.read_bytes(), label, SpecError) or {}
     return parse_spec(raw, label, overrides, smoke_test)
 
 

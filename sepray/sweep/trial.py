@@ -156,15 +156,18 @@ def run_trial(
                 return  # ASHA stopped this trial and the driver closed its run
             result = {**trainer.train_epoch(), **trainer.validate(), "epoch": trainer.epoch}
             result["train_seconds"] = trainer.train_seconds
+            if _stopped(run):
+                return  # Tune stopped it during this epoch (the sweep's time limit): its last report is kept
             if trainer.epoch > logged:
                 run.log_metrics(result, step=trainer.epoch)
             with tempfile.TemporaryDirectory(prefix="sepray-ckpt-") as tmp:
                 trainer.save_checkpoint(tmp)
                 state = {"run_id": run.run_id, "signature": sig, "trial_id": trial_id, "epoch": trainer.epoch}
                 Path(tmp, TRIAL_FILE).write_text(json.dumps(state))
+                outcome = names.RUNNING  # for Tune's progress table
                 if trainer.finished:
-                    finish_child_run(run, trainer, sweep)
-                outcome = names.FINISHED if trainer.finished else names.RUNNING  # for Tune's progress table
+                    outcome = names.CUT_BY_TIME if trainer.cut_by_time else names.FINISHED
+                    finish_child_run(run, trainer, sweep, names.TRIAL_LIMIT if trainer.cut_by_time else None)
                 report({**result, **base, "done_epochs": trainer.epoch, "outcome": outcome}, Path(tmp))
     except _deterministic_failures() as exc:
         fail_for_good(run, exc, trainer.epoch, metric, base, report)
@@ -203,8 +206,10 @@ def fail_for_good(run: tracking.Run, exc: BaseException, epoch: int, metric: str
 
 
 def _stopped(run: tracking.Run) -> bool:
+    """The driver closed this run: ASHA stopped the trial, or the sweep's time limit cut it."""
     info = run.info()
-    return info.info.status != "RUNNING" and info.data.tags.get(names.OUTCOME) == names.STOPPED_EARLY
+    outcome = info.data.tags.get(names.OUTCOME)
+    return info.info.status != "RUNNING" and outcome in (names.STOPPED_EARLY, names.CUT_BY_TIME)
 
 
 def claim_child_run(exp: str, parent: str, sig: str, trial_id: str, uri: str, cfg) -> tuple[Any, Any]:
@@ -284,8 +289,10 @@ def replay(owner, metric: str, start_epoch: int, base: dict[str, Any], uri: str,
             report({metric: history[step], "epoch": step, "done_epochs": step, **base, **extra}, None)
 
 
-def finish_child_run(run: tracking.Run, trainer, sweep: TrialContext) -> None:
-    """Log the model package, an audio excerpt and spectrograms, then mark the run FINISHED."""
+def finish_child_run(run: tracking.Run, trainer, sweep: TrialContext, cut_by: str | None = None) -> None:
+    """Log the model package, an audio excerpt and spectrograms, then mark the run FINISHED: outcome
+    ``finished``, or ``cut_by_time`` when the limit ``cut_by`` (:data:`names.SWEEP_LIMIT` / ``TRIAL_LIMIT``)
+    ended it before its budget of epochs (the package is then the model of its last completed epoch)."""
     from sepray.train import log_package
 
     log_package(run, trainer)
@@ -295,15 +302,16 @@ def finish_child_run(run: tracking.Run, trainer, sweep: TrialContext) -> None:
         run.set_tags({names.EXCERPT_ERROR: f"{type(exc).__name__}: {exc}"[:500]})
     # one point per completion (tests count them); a trial killed after this point but before Tune saved its
     # result is retrained from its previous checkpoint and comes here again: it is still one completion
-    if not run.metric_history("completed"):
+    if cut_by is None and not run.metric_history("completed"):
         run.log_metrics({"completed": 1.0}, step=trainer.epoch)
-    run.set_tags(
-        {
-            names.OUTCOME: names.FINISHED,
-            names.EPOCHS: trainer.epoch,
-            names.TRAIN_SECONDS: round(trainer.train_seconds, 1),
-        }
-    )
+    tags = {
+        names.OUTCOME: names.CUT_BY_TIME if cut_by else names.FINISHED,
+        names.EPOCHS: trainer.epoch,
+        names.TRAIN_SECONDS: round(trainer.train_seconds, 1),
+    }
+    if cut_by:
+        tags[names.CUT_BY] = cut_by
+    run.set_tags(tags)
     run.end("FINISHED")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -309,3 +310,44 @@ def test_train_without_a_config_trains_the_default_preset(trained):
     run_id = proc.stdout.strip().splitlines()[-1]
     config = tracking.load_run_config(run_id)
     assert config["model"]["name"] == "spec_unet" and config["model"]["n_fft"] == 512
+
+
+def test_sigterm_mid_song_removes_everything_and_a_killed_runs_folder_is_removed(trained, tmp_path):
+    """SIGTERM of `sepray separate` used to leave OUT/.tmp-<song>-*/ with partial WAVs, and no later run
+    cleaned them. Now SIGTERM ends it as Ctrl-C does (exit 143, nothing left); a folder a run killed with
+    SIGKILL left (made here as tests/test_output_folders.py sees a real one left) is removed by the next run
+    into the same OUT, which says so."""
+    from sepray.output_folders import PARTIAL_FORMAT, PARTIAL_MARK
+    from tests.test_output_folders import wait_for_partial
+
+    work, run_id, _ = trained
+    song = tmp_path / "long.wav"
+    sf.write(str(song), np.random.default_rng(2).uniform(-0.2, 0.2, 300 * 8000).astype(np.float32), 8000)
+    out = tmp_path / "out"
+    stale = out / ".tmp-long-x1y2z3"
+    stale.mkdir(parents=True)
+    (stale / ".tmp-a1b2.wav").write_bytes(b"RIFF" + bytes(1000))
+    mark = {"format": PARTIAL_FORMAT, "pid": 4321, "host": "here", "started": "2025-01-01 00:00:00"}
+    (stale / PARTIAL_MARK).write_text(json.dumps(mark))
+    args = ["separate", "-q", "--run-id", run_id, str(song), "-o", str(out), "--chunk-seconds", "1"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sepray", *args],
+        cwd=work,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
+    try:
+        partial = wait_for_partial(out, "long", proc, other_than=stale)
+        assert not stale.exists()  # removed as the run started
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 143
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.stderr.read().strip().splitlines() == [
+        f"removed {stale}: a partial separation left by process 4321 on here (started 2025-01-01 00:00:00), "
+        "which did not finish",
+        "sepray: interrupted",
+    ]
+    assert not partial.exists() and os.listdir(out) == []

@@ -11,6 +11,7 @@ import numpy as np
 import soundfile as sf
 
 from sepray import names, tracking
+from sepray.cli import main
 from sepray.sweep.naming import short_value, trial_run_name
 from sepray.sweep.report import SearchedKey, SweepView, leaderboard_text, publish_report, rebuild_report
 
@@ -130,13 +131,29 @@ def test_report_has_one_row_per_trial_and_playable_relative_audio(tmp_path):
     assert experiment.tags[names.EXPERIMENT_KIND] == names.MODEL_TRAINING
 
 
-def test_report_and_runs_find_the_sweep_by_name(tmp_path):
+def test_report_and_runs_find_the_sweep_by_name(tmp_path, monkeypatch, capsys):
     uri, parent_id = _make_sweep(tmp_path)
     out = tmp_path / "local"
     assert parent_id in rebuild_report(SPEC.name, uri, out)
     assert (out / "index.html").is_file() and any((out / "audio").rglob("mixture.wav"))
+    assert (out / ".sepray-report.json").is_file()  # so that the next `--out local` may replace it
     board = leaderboard_text(parent_id, uri)
     assert board.count("waveunet") >= 4 and "1*" in board
+    # `sepray report NAME --out DIR` where DIR is the user's own site used to overwrite its index.html, exit 0
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "index.html").write_text("my own site")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    capsys.readouterr()
+    assert main(["report", SPEC.name, "--out", str(site)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"sepray: error: {site}: folder was not written by sepray report (no .sepray-report.json); not "
+        "replacing it (move it away or choose another --out folder)"
+    )
+    assert [p.name for p in site.iterdir()] == ["index.html"] and (
+        site / "index.html"
+    ).read_text() == "my own site"
 
 
 def test_trial_run_names_are_family_and_searched_values():

@@ -363,3 +363,26 @@ def test_driver_rejects_a_bad_spec_with_one_line(tmp_path):
     assert proc.returncode == 2
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert lines[-1].startswith(f"sepray: error: {path}: search.params.model.levels:"), proc.stderr
+
+
+def test_relative_data_paths_become_absolute_for_the_trials(tmp_path, monkeypatch):
+    """Ray Tune runs each trial in its own working folder: the driver makes the spec's dataset roots and split
+    files absolute against its own; `synthetic`, built-in split names and URIs stay as they are."""
+    from sepray.sweep.driver import with_absolute_data_paths
+
+    monkeypatch.chdir(tmp_path)
+    raw = copy.deepcopy(BASE)
+    raw["data"]["path"] = ["data/mir1k", {"path": "synthetic"}, {"path": "~/musdb", "split": "splits/m.yaml"}]
+    spec = with_absolute_data_paths(parse_spec(raw, LABEL, ["search.num_samples=1"]))
+    paths = spec.fixed["data"]["path"]
+    assert paths[0] == str(tmp_path / "data" / "mir1k") and paths[1] == {"path": "synthetic"}
+    assert paths[2] == {
+        "path": str(Path("~/musdb").expanduser()),
+        "split": str(tmp_path / "splits" / "m.yaml"),
+    }
+    trial = spec.resolve_trial({"model.levels": 3, "model.upsampling": "linear", "train.lr": 1e-3})
+    assert trial.data.corpora()[0].path == str(tmp_path / "data" / "mir1k")
+    single = {**copy.deepcopy(BASE), "data": {"path": "corpus", "split": "mir1k-standard"}}
+    single_spec = with_absolute_data_paths(parse_spec(single, LABEL))
+    assert single_spec.fixed["data"] == {"path": str(tmp_path / "corpus"), "split": "mir1k-standard"}
+    assert with_absolute_data_paths(parse_spec(copy.deepcopy(BASE), LABEL)).fixed["data"] == BASE["data"]

@@ -25,22 +25,45 @@ INTERRUPTED: dict[str, int | None] = {"signal": None}
 
 
 class ChildRunCloser(Callback):
-    """Closes the MLflow child run of a trial Tune stops (ASHA, time budget) or gives up on (picklable)."""
+    """Closes the MLflow child run of a trial Tune stops (ASHA, the sweep's time limit) or gives up on
+    (picklable).
+
+    How the two stops differ in Ray 2.60: ASHA's STOP decision (like a trial's own end) goes through
+    ``TuneController.stop_trial``, which marks the trial's last result ``done`` and calls
+    ``on_trial_complete``. The time limit (``time_budget_s``, a TimeoutStopper) makes
+    ``_stop_experiment_if_needed`` set every unfinished trial TERMINATED directly: no callback, and its last
+    result is not ``done``; ``on_step_end`` of the same step sees it. That is what Tune saves, so after the
+    sweep (also after ``--resume``) a trial that ended without an error and without ``done`` was cut by the
+    time limit (:func:`sepray.sweep.raytune.tuner.keep_cut_trials`).
+    """
 
     def __init__(self, experiment: str, parent_run_id: str, uri: str):
         self.experiment = experiment
         self.parent_run_id = parent_run_id
         self.uri = uri
         self._retries: dict[str, dict[str, Any]] = {}  # trial id -> retry tags not yet on its run
+        self._ended: set[str] = set()  # trials seen ending (complete, or cut by the time limit)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         if trial.trial_id in self._retries:
             self._tag_retries(trial.trial_id)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
+        self._ended.add(trial.trial_id)
         self._tag_retries(trial.trial_id)
         self._close(trial, "KILLED", names.STOPPED_EARLY)
         _show_outcome(trial, names.STOPPED_EARLY)
+
+    def on_step_end(self, iteration, trials, **info):
+        """Trials the time limit just stopped: their runs are closed ``cut_by_time`` at once (a trial still
+        inside an epoch sees it and logs nothing more); the driver adds the model after Tune is done."""
+        for trial in trials:
+            if trial.status != "TERMINATED" or trial.trial_id in self._ended:
+                continue
+            self._ended.add(trial.trial_id)
+            if cut_by_time(trial.last_result):
+                self._close(trial, "KILLED", names.CUT_BY_TIME)
+                _show_outcome(trial, names.CUT_BY_TIME)
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self._retries.pop(trial.trial_id, None)
@@ -82,10 +105,18 @@ class ChildRunCloser(Callback):
                     if failed:
                         tags[names.RETRIES] = max(trial.num_failures - 1, 0)
                         tags[names.LAST_ERROR] = _trial_error(trial)
+                    if outcome == names.CUT_BY_TIME:
+                        tags[names.CUT_BY] = names.SWEEP_LIMIT
                     run.set_tags(tags)
                     run.end(status)
         except Exception as exc:  # never break the sweep over bookkeeping; close_orphans runs at the end
             print(f"sepray: could not close the MLflow run of trial {trial.trial_id}: {exc}", file=sys.stderr)
+
+
+def cut_by_time(last_result: dict[str, Any] | None) -> bool:
+    """Whether a TERMINATED trial with this last result was stopped by the sweep's time limit: ASHA's stop
+    and a trial's own end mark the last result ``done``; the time limit does not."""
+    return not (last_result or {}).get("done")
 
 
 def _show_outcome(trial, outcome: str) -> None:

@@ -23,7 +23,14 @@ from ray.tune.search.optuna import OptunaSearch
 
 from sepray import names
 from sepray.errors import SweepError
-from sepray.sweep.raytune.callbacks import ChildRunCloser, InterruptWatch, PendingWatch, StateSnapshot
+from sepray.sweep.cut import keep_cut_model
+from sepray.sweep.raytune.callbacks import (
+    ChildRunCloser,
+    InterruptWatch,
+    PendingWatch,
+    StateSnapshot,
+    cut_by_time,
+)
 from sepray.sweep.raytune.cluster import TrialResources, describe_requests
 from sepray.sweep.raytune.faults import StorageWatch, check_storage_error
 from sepray.sweep.space import GRID_KEY, grid_points
@@ -204,3 +211,21 @@ def fit(spec: SweepSpec, sweep: TrialContext, resume: bool, log=print):
         raise SweepError(
             f"{path}: Tune could not read back a trial's error ({exc}); is the sweep's storage full?"
         ) from None
+
+
+def keep_cut_trials(results, sweep: TrialContext, log=print) -> list[str]:
+    """After Tune is done (not interrupted): every trial the sweep's time limit cut -- it ended without an error
+    and without ``done`` (see :class:`ChildRunCloser`) -- keeps the model of its latest checkpoint, fetched
+    through Tune's Checkpoint API (local or remote storage; CheckpointConfig always keeps the latest one).
+    Their trial processes are gone by now. Returns the run ids that were given a model or closed."""
+    kept = []
+    for result in results:
+        if result.error is not None or not cut_by_time(result.metrics):
+            continue
+        trial_id = result.metrics.get("trial_id", "")
+        with tempfile.TemporaryDirectory(prefix="sepray-cut-") as tmp:
+            checkpoint_dir = Path(result.checkpoint.to_directory(tmp)) if result.checkpoint else None
+            run_id = keep_cut_model(sweep, trial_id, checkpoint_dir, log)
+        if run_id:
+            kept.append(run_id)
+    return kept
