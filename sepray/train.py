@@ -299,4 +299,3 @@ def log_package(run, trainer: Trainer) -> None:
         trainer.save_package(Path(tmp) / "model")
         run.log_artifacts(Path(tmp) / "model", "model")
     run.log_dict(trainer.cfg.to_dict(), RUN_CONFIG_FILE)
-
