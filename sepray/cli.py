@@ -13,6 +13,7 @@ import typing
 from pathlib import Path
 
 import sepray
+from sepray import names
 from sepray.errors import UsageError, UserError
 
 EXIT_USER_ERROR = 2
@@ -103,7 +104,9 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from sepray.evaluate import evaluate_run, format_evaluation
 
     _check_run_id(args.run_id, store="write")  # the test SDR is logged back to the run
-    result = evaluate_run(args.run_id, data_path=args.data, split=args.split, device=args.device)
+    result = evaluate_run(
+        args.run_id, data_path=args.data, split=args.split, device=args.device, metric=args.metric
+    )
     print(format_evaluation(result))
 
 
@@ -137,7 +140,7 @@ def cmd_separate(args: argparse.Namespace) -> None:
 def cmd_score(args: argparse.Namespace) -> None:
     from sepray.scoring import format_table, score_folders
 
-    result = score_folders(args.reference_dir, args.estimate_dir, json_path=args.json)
+    result = score_folders(args.reference_dir, args.estimate_dir, json_path=args.json, metric=args.metric)
     print(format_table(result))
 
 
@@ -253,6 +256,13 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--data", help="dataset folder (default: the run's own data config)")
     ev.add_argument("--split", default="test", choices=["train", "valid", "test"])
     ev.add_argument("--device", default="auto")
+    ev.add_argument(
+        "--metric",
+        choices=names.TEST_METRICS,
+        default=names.MUSEVAL_V4,
+        help="museval_v4 (default): framewise SDR; bss_eval_v3: also BSS Eval v3 over whole songs, logged as "
+        "<split>_gnsdr_<source>, _gsir_, _gsar_ (length-weighted over songs)",
+    )
     ev.set_defaults(func=cmd_evaluate)
 
     sep = sub.add_parser("separate", help="separate songs with a logged model into vocals / accompaniment")
@@ -277,6 +287,13 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("reference_dir", type=Path)
     sc.add_argument("estimate_dir", type=Path)
     sc.add_argument("--json", type=Path, help="write per-song/source frame values and medians here")
+    sc.add_argument(
+        "--metric",
+        choices=names.TEST_METRICS,
+        default=names.MUSEVAL_V4,
+        help="museval_v4: framewise SDR, median over 1 s frames, then songs (default); bss_eval_v3: BSS Eval v3 "
+        "SDR/SIR/SAR over each whole song, NSDR, and GNSDR/GSIR/GSAR weighted by song length (MIR-1K papers)",
+    )
     sc.set_defaults(func=cmd_score)
 
     sw = sub.add_parser(

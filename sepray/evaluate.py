@@ -1,5 +1,7 @@
 """``sepray evaluate``: full-length separation of every song of a split with a logged model, scored with
-museval-exact SDR (1 s frames, median over frames per song, median over songs), logged back to the run."""
+museval-exact SDR (1 s frames, median over frames per song, median over songs), logged back to the run; with
+``metric="bss_eval_v3"`` also BSS Eval v3 over each whole song (NSDR, SIR, SAR) and the length-weighted GNSDR /
+GSIR / GSAR over songs (`sepray.scoring_v3`)."""
 
 from __future__ import annotations
 
@@ -13,7 +15,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from sepray import SOURCES, metrics, names
+from sepray import SOURCES, metrics, names, scoring_v3
+from sepray.bss_eval import global_scores, score_clip
 from sepray.config import run_config_from_dict
 from sepray.data import load_splits
 from sepray.data.splits import SPLITS
@@ -27,12 +30,23 @@ METRIC_NOTE = (
 
 
 def evaluate_songs(
-    model, songs, sample_rate: int, device="cpu", chunk_seconds: float = 10.0
+    model,
+    songs,
+    sample_rate: int,
+    device="cpu",
+    chunk_seconds: float = 10.0,
+    metric: str = names.MUSEVAL_V4,
 ) -> dict[str, Any]:
     """Separate and score ``songs`` -> {"songs": {name: {source: sdr}}, "median": {source: sdr}, "baselines":
     {baseline: {source: median sdr}}, "song_baselines": {baseline: {name: {source: sdr}}}, "x_realtime":
-    seconds of audio separated per second of separation (scoring not included)}."""
+    seconds of audio separated per second of separation (scoring not included)}; with ``metric="bss_eval_v3"``
+    also "bss_eval_v3": {"metric", "songs": {name: {source: {"sdr", "sir", "sar", "nsdr", "mix_sdr"}}},
+    "seconds": {name: length}, "gnsdr" / "gsir" / "gsar" / "gsdr": {source: length-weighted mean}}."""
+    if metric not in names.TEST_METRICS:
+        raise UsageError(f"metric {metric!r}: expected one of {list(names.TEST_METRICS)}")
     per_song: dict[str, dict[str, float]] = {}
+    bss_songs: dict[str, dict] = {}
+    seconds: dict[str, float] = {}
     base: dict[str, dict[str, dict[str, float]]] = {name: {} for name in names.BASELINES}
     audio_seconds = separate_seconds = 0.0
     for song in songs:
@@ -48,7 +62,10 @@ def evaluate_songs(
         mix = song.mix.unsqueeze(0).expand_as(refs)
         for name, trivial in metrics.trivial_estimates(mix).items():
             base[name][song.name] = _medians(metrics.sdr_frames(refs, trivial, sample_rate))
-    return {
+        if metric == names.BSS_EVAL_V3:
+            bss_songs[song.name] = score_clip(SOURCES, refs, ests, song.mix)
+            seconds[song.name] = song.mix.shape[-1] / sample_rate
+    result = {
         "metric": METRIC_NOTE,
         "songs": per_song,
         "median": _over_songs(per_song),
@@ -56,6 +73,24 @@ def evaluate_songs(
         "song_baselines": base,
         "x_realtime": audio_seconds / separate_seconds if separate_seconds > 0 else float("nan"),
     }
+    if metric == names.BSS_EVAL_V3:
+        result[names.BSS_EVAL_V3] = {
+            "metric": scoring_v3.METRIC,
+            "songs": bss_songs,
+            "seconds": seconds,
+            **global_scores(bss_songs, seconds),
+        }
+    return result
+
+
+def _global_metrics(result: dict[str, Any], split: str) -> dict[str, float]:
+    """``test_gnsdr_vocals`` ... of a bss_eval_v3 evaluation ({} otherwise), ``test_gnsdr`` = mean over sources."""
+    bss = result.get(names.BSS_EVAL_V3)
+    if not bss:
+        return {}
+    values = {names.global_metric(split, g, s): bss[g][s] for g in names.BSS_GLOBALS for s in SOURCES}
+    values[names.global_metric(split, "gnsdr")] = nanmean([bss["gnsdr"][s] for s in SOURCES])
+    return values
 
 
 def _medians(frames: np.ndarray) -> dict[str, float]:
@@ -79,6 +114,13 @@ def format_evaluation(result: dict[str, Any]) -> str:
     rows += [(f"baseline: {k}", v) for k, v in result["baselines"].items()]
     for label, vals in rows:
         lines.append(f"{label:<{width}}  " + "  ".join(f"{vals[s]:>13.2f}" for s in SOURCES))
+    bss = result.get(names.BSS_EVAL_V3)
+    if bss:
+        total = sum(bss["seconds"].values())
+        lines += ["", f"{bss['metric']}: length-weighted over {len(bss['songs'])} songs ({total:.1f} s)"]
+        for name in names.BSS_GLOBALS:
+            vals = bss[name]
+            lines.append(f"{name.upper():<{width}}  " + "  ".join(f"{vals[s]:>13.2f}" for s in SOURCES))
     return "\n".join(lines)
 
 
@@ -90,11 +132,14 @@ def evaluate_run(
     device: str = "auto",
     chunk_seconds: float | None = None,
     log: bool = True,
+    metric: str = names.MUSEVAL_V4,
 ) -> dict[str, Any]:
     """Evaluate run ``run_id``'s model on ``split`` of its own data config (or of ``data_path``).
 
     Logs ``<split>_sdr_<source>`` metrics (plus ``<split>_sdr`` mean and the baselines) and an
-    ``evaluation/<split>_sdr.json`` + ``.txt`` table to the run; returns the result dict.
+    ``evaluation/<split>_sdr.json`` + ``.txt`` table to the run; with ``metric="bss_eval_v3"`` also
+    ``<split>_gnsdr_<source>``, ``_gsir_``, ``_gsar_``, ``_gsdr_`` and ``<split>_gnsdr`` (mean over sources),
+    the per-song scores in the same JSON. Returns the result dict.
     """
     from sepray import tracking
     from sepray.device import resolve_device
@@ -120,7 +165,7 @@ def evaluate_run(
     if not songs:
         raise UsageError(f"{data.describe()}: the {split} split has no songs")
     result = evaluate_songs(
-        model, songs, info.sample_rate, dev, chunk_seconds or cfg.train.eval_chunk_seconds
+        model, songs, info.sample_rate, dev, chunk_seconds or cfg.train.eval_chunk_seconds, metric
     )
     result.update({"run_id": run_id, "split": split, "data": data.describe()})
     if log:
@@ -130,6 +175,7 @@ def evaluate_run(
         values[names.x_realtime_metric(split)] = result["x_realtime"]
         for name, vals in result["baselines"].items():
             values.update({names.sdr_metric(split, s, name): v for s, v in vals.items()})
+        values.update(_global_metrics(result, split))
         run.log_metrics(values)
         run.log_text(json.dumps(json_safe(result), indent=2) + "\n", f"evaluation/{split}_sdr.json")
         run.log_text(format_evaluation(result) + "\n", f"evaluation/{split}_sdr.txt")

@@ -1,7 +1,8 @@
 """Every MLflow tag and metric name sepray writes or reads, defined once (imports nothing).
 
 Tags are ``sepray.<name>``; metrics are ``<split>_sdr[_<baseline>][_<source>]``, e.g. ``valid_sdr_vocals``,
-``test_sdr``, ``test_sdr_halfmix_accompaniment``. A trial's outcome is one of :data:`OUTCOMES`.
+``test_sdr``, ``test_sdr_halfmix_accompaniment`` (museval v4), and ``<split>_<global>[_<source>]`` for the BSS Eval
+v3 length-weighted means, e.g. ``test_gnsdr_vocals``. A trial's outcome is one of :data:`OUTCOMES`.
 """
 
 from __future__ import annotations
@@ -65,10 +66,21 @@ TRAIN_DOMAIN_ACCURACY = "train_domain_accuracy"  # domain classifier accuracy on
 TRAIN_EXTRAS = {"confusion_loss": TRAIN_CONFUSION_LOSS, "domain_accuracy": TRAIN_DOMAIN_ACCURACY}
 BASELINES = ("mix", "halfmix")  # the trivial estimates: the mixture, half the mixture
 
+# -- test metrics (`sepray score --metric`, `sepray evaluate --metric`, a sweep spec's `test_metric`) -----------
+MUSEVAL_V4 = "museval_v4"  # framewise SDR, median over 1 s frames then songs (sepray's default)
+BSS_EVAL_V3 = "bss_eval_v3"  # bss_eval_sources over whole clips, NSDR; length-weighted GNSDR / GSIR / GSAR
+TEST_METRICS = (MUSEVAL_V4, BSS_EVAL_V3)
+BSS_GLOBALS = ("gnsdr", "gsir", "gsar", "gsdr")  # the length-weighted means of NSDR / SIR / SAR / SDR
+
 
 def x_realtime_metric(split: str) -> str:
     """``test_x_realtime``: seconds of audio separated per second of wall time when evaluating ``split``."""
     return f"{split}_x_realtime"
+
+
+def global_metric(split: str, score: str, source: str | None = None) -> str:
+    """``global_metric("test", "gnsdr", "vocals")`` -> ``test_gnsdr_vocals``; no source -> the mean over sources."""
+    return "_".join([split, score, *([source] if source else [])])
 
 
 def sdr_metric(split: str, source: str | None = None, baseline: str | None = None) -> str:

@@ -7,7 +7,9 @@ either sepray's own (vocals, accompaniment) or estimated in some song; each of t
 every common song on both sides (a missing one is an error). Sources left out are listed in the notes.
 
 Scores (see `sepray.metrics`): museval v4 SDR (1 s frames, median over frames per song, then median over songs)
-and the MDX challenge utterance SDR. Audio is read only through `sepray.audio.read_audio`.
+and the MDX challenge utterance SDR; or, with ``metric="bss_eval_v3"`` (`sepray.bss_eval`), BSS Eval v3 SDR / SIR
+/ SAR over each whole song and NSDR, with the length-weighted GNSDR / GSIR / GSAR over songs. Audio is read only
+through `sepray.audio.read_audio`.
 """
 
 from __future__ import annotations
@@ -20,16 +22,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sepray import SOURCES
+from sepray import SOURCES, names, scoring_v3
 from sepray.atomic import file_in_the_way, write_text_atomically
 from sepray.audio import read_audio
-from sepray.errors import UserError
+from sepray.errors import UsageError, UserError
 from sepray.metrics import median_sdr, sdr_frames, utterance_sdr
 from sepray.numbers import json_safe
 
 METRIC = "sdr (museval v4, 1 s frames, median over frames)"
 UTTERANCE_METRIC = "utterance sdr (MDX challenge: 10*log10((sum s^2 + 1e-7) / (sum (s - s_hat)^2 + 1e-7)))"
 IGNORED_STEMS = ("mixture",)
+MIXTURE_STEMS = ("mixture", "mix")  # the mixture for NSDR (bss_eval_v3), in this order of preference
 _TABLE_METRICS = {"sdr": (METRIC, "median"), "utterance_sdr": (UTTERANCE_METRIC, "median_utterance_sdr")}
 
 
@@ -41,8 +44,11 @@ def score_folders(
     reference_dir: str | os.PathLike,
     estimate_dir: str | os.PathLike,
     json_path: str | os.PathLike | None = None,
+    metric: str = names.MUSEVAL_V4,
 ) -> dict:
     """Score every common song and source of two folder trees -> JSON-safe dict (written to `json_path` if given).
+
+    ``metric="bss_eval_v3"`` scores with BSS Eval v3 instead: see `_bss_result` for that result's layout.
 
     All sources of a song are scored together (museval semantics: a frame where any reference or estimate is
     silent is NaN for every source). An estimate whose length differs from its reference is zero-padded or
@@ -71,6 +77,8 @@ def score_folders(
         sepray.audio.AudioError: an unreadable WAV, or one with NaN/Inf samples (one line naming the file).
     """
     reference_dir, estimate_dir = Path(reference_dir), Path(estimate_dir)
+    if metric not in names.TEST_METRICS:
+        raise UsageError(f"--metric {metric!r}: expected one of {list(names.TEST_METRICS)}")
     if json_path is not None:
         _check_json_path(Path(json_path))
     reference_songs = _song_folders(reference_dir)
@@ -88,11 +96,26 @@ def score_folders(
             notes.append(
                 f"not scored: {', '.join(sorted(only))} ({side} song folders with no {other} folder)"
             )
-    scored = _scored_sources(reference_dir, estimate_dir, common, notes)
-    songs: dict[str, dict] = {}
-    for song in common:
-        songs[song] = _score_song(reference_dir / song, estimate_dir / song, notes, scored)
+    ignored = IGNORED_STEMS if metric == names.MUSEVAL_V4 else MIXTURE_STEMS
+    scored = _scored_sources(reference_dir, estimate_dir, common, notes, ignored)
+    if metric == names.BSS_EVAL_V3:
+        result = _bss_result(reference_dir, estimate_dir, common, scored, notes)
+    else:
+        songs = {
+            song: _score_song(reference_dir / song, estimate_dir / song, notes, scored) for song in common
+        }
+        result = _museval_result(songs, notes)
+    result["unscored_songs"] = {
+        "reference_only": sorted(set(reference_songs) - set(common)),
+        "estimate_only": sorted(set(estimate_songs) - set(common)),
+    }
+    result["notes"] = notes
+    if json_path is not None:
+        _write_json_atomic(Path(json_path), result)
+    return result
 
+
+def _museval_result(songs: dict[str, dict], notes: list[str]) -> dict:
     sources = _ordered({source for scores in songs.values() for source in scores})
     exact = [src for src in sources if _median_over_songs(songs, src, "sdr") == math.inf]
     if exact:
@@ -100,7 +123,7 @@ def score_folders(
             f"median SDR +inf for {', '.join(exact)}: at least half of the songs have an exact estimate "
             f'("inf" in the JSON)'
         )
-    result = {
+    return {
         "metric": METRIC,
         "utterance_metric": UTTERANCE_METRIC,
         "songs": {song: {src: json_safe(v) for src, v in scores.items()} for song, scores in songs.items()},
@@ -108,15 +131,37 @@ def score_folders(
         "median_utterance_sdr": {
             src: json_safe(_median_over_songs(songs, src, "utterance_sdr")) for src in sources
         },
-        "unscored_songs": {
-            "reference_only": sorted(set(reference_songs) - set(common)),
-            "estimate_only": sorted(set(estimate_songs) - set(common)),
-        },
-        "notes": notes,
     }
-    if json_path is not None:
-        _write_json_atomic(Path(json_path), result)
-    return result
+
+
+def _bss_result(reference_dir: Path, estimate_dir: Path, common, scored, notes: list[str]) -> dict:
+    """BSS Eval v3 of every common song (`sepray.scoring_v3.result` gives the layout)."""
+    songs, seconds, mixtures, channels = {}, {}, {}, set()
+    for song in common:
+        refs, ests, rate, ref_files, est_files = _read_song(
+            reference_dir / song, estimate_dir / song, notes, scored
+        )
+        mixture, mixtures[song] = _mixture(reference_dir / song, refs, rate)
+        songs[song] = scoring_v3.song_scores(song, scored, refs, ests, mixture, (ref_files, est_files), notes)
+        seconds[song] = refs.shape[-1] / rate
+        channels.add(refs.shape[1])
+    return scoring_v3.result(songs, seconds, mixtures, channels, notes)
+
+
+def _mixture(reference_song: Path, refs: torch.Tensor, rate: int) -> tuple[torch.Tensor, str]:
+    """The song's mixture for NSDR -> ((channels, time), what it is): ``mixture.wav`` or ``mix.wav`` of the
+    reference folder (matching the references' rate, channels and length), else the sum of the references."""
+    for stem in MIXTURE_STEMS:
+        path = reference_song / f"{stem}.wav"
+        if path.is_file():
+            mix, mix_rate = read_audio(path)
+            if (mix_rate, mix.shape[0], mix.shape[1]) != (rate, refs.shape[1], refs.shape[2]):
+                raise ScoringError(
+                    f"{path}: {mix_rate} Hz, {mix.shape[0]} channel(s), {mix.shape[1]} samples, but the reference "
+                    f"sources have {rate} Hz, {refs.shape[1]} channel(s), {refs.shape[2]} samples"
+                )
+            return mix, path.name
+    return refs.sum(0), scoring_v3.SUMMED
 
 
 def format_table(result: dict, metric: str = "sdr") -> str:
@@ -126,6 +171,9 @@ def format_table(result: dict, metric: str = "sdr") -> str:
     `metric` is ``"sdr"`` (museval v4 per-song median, the default, with each source's utterance SDR in a
     column beside it) or ``"utterance_sdr"`` alone; the first lines name them.
     """
+    if result.get("metric") == scoring_v3.METRIC:
+        sources = _ordered({src for scores in result["songs"].values() for src in scores})
+        return _render(*scoring_v3.table(result, sources), result["notes"])
     if metric not in _TABLE_METRICS:
         raise ValueError(f"metric must be one of {sorted(_TABLE_METRICS)}, got {metric!r}")
     metrics = [metric, "utterance_sdr"] if metric == "sdr" else [metric]
@@ -143,6 +191,13 @@ def format_table(result: dict, metric: str = "sdr") -> str:
         + [_cell(result[_TABLE_METRICS[m][1]].get(src)) for src, m in columns]
     )
     header = ["song"] + [src if m == metric else f"{src} utt" for src, m in columns]
+    return _render(titles, header, rows, result["notes"])
+
+
+def _render(titles: list[str], header: list[str], rows: list[list[str]], notes: list[str]) -> str:
+    """Titles, header, one line per song, the summary row (the last of ``rows``), then the notes. Cells after
+    the first are numbers (2 decimals), None (``-``) or text."""
+    rows = [[row[0]] + [_cell(c) for c in row[1:]] for row in rows]
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
 
     def line(cells: list[str]) -> str:
@@ -152,16 +207,16 @@ def format_table(result: dict, metric: str = "sdr") -> str:
 
     rule = "-" * len(line(header))
     body = [line(row) for row in rows[:-1]]
-    notes = ["notes:", *(f"  {note}" for note in result["notes"])] if result["notes"] else []
+    notes = ["notes:", *(f"  {note}" for note in notes)] if notes else []
     return "\n".join([*titles, line(header), rule, *body, rule, line(rows[-1]), *notes])
 
 
 def _scored_sources(
-    reference_dir: Path, estimate_dir: Path, common: list[str], notes: list[str]
+    reference_dir: Path, estimate_dir: Path, common: list[str], notes: list[str], ignored=IGNORED_STEMS
 ) -> list[str]:
     """The sources to score in every common song (see the module docstring); a song missing one is an error."""
-    ref_files = {song: _source_files(reference_dir / song) for song in common}
-    est_files = {song: _source_files(estimate_dir / song) for song in common}
+    ref_files = {song: _source_files(reference_dir / song, ignored) for song in common}
+    est_files = {song: _source_files(estimate_dir / song, ignored) for song in common}
     referenced = set().union(*ref_files.values())
     estimated = set().union(*est_files.values())
     scored = _ordered(referenced & (estimated | set(SOURCES)))
@@ -195,6 +250,29 @@ def _score_song(
     reference_song: Path, estimate_song: Path, notes: list[str], sources: list[str]
 ) -> dict[str, dict]:
     """Score ``sources`` of one song jointly -> {source: {"sdr", "frames", "utterance_sdr"}} (raw floats)."""
+    refs, ests, rate, ref_files, est_files = _read_song(reference_song, estimate_song, notes, sources)
+    frames = sdr_frames(refs, ests, rate)  # (S, F)
+    medians = median_sdr(frames)  # (S,)
+    utterance = utterance_sdr(refs, ests)  # (S,)
+    if np.isnan(medians).any():
+        notes.append(
+            _undefined_sdr_note(estimate_song.name, sources, medians, refs, ests, ref_files, est_files)
+        )
+    exact = [src for src, m in zip(sources, medians, strict=True) if m == math.inf]
+    if exact:
+        notes.append(
+            f"{estimate_song.name}: SDR +inf for {', '.join(exact)}: the estimate equals the reference exactly "
+            f'in at least half of the frames (no error to measure); shown as inf, "inf" in the JSON'
+        )
+    return {
+        source: {"sdr": float(medians[i]), "frames": frames[i].tolist(), "utterance_sdr": float(utterance[i])}
+        for i, source in enumerate(sources)
+    }
+
+
+def _read_song(reference_song: Path, estimate_song: Path, notes: list[str], sources: list[str]):
+    """Read and check ``sources`` of one song -> (references (S, C, T), estimates (S, C, T), rate, reference
+    files, estimate files); estimates zero-padded or truncated to the reference length (with a note)."""
     ref_files = _source_files(reference_song)
     est_files = _source_files(estimate_song)
 
@@ -228,25 +306,7 @@ def _score_song(
         references.append(ref)
         estimates.append(est)
 
-    refs = torch.stack(references)  # (S, C, T)
-    ests = torch.stack(estimates)  # (S, C, T)
-    frames = sdr_frames(refs, ests, rate)  # (S, F)
-    medians = median_sdr(frames)  # (S,)
-    utterance = utterance_sdr(refs, ests)  # (S,)
-    if np.isnan(medians).any():
-        notes.append(
-            _undefined_sdr_note(estimate_song.name, sources, medians, refs, ests, ref_files, est_files)
-        )
-    exact = [src for src, m in zip(sources, medians, strict=True) if m == math.inf]
-    if exact:
-        notes.append(
-            f"{estimate_song.name}: SDR +inf for {', '.join(exact)}: the estimate equals the reference exactly "
-            f'in at least half of the frames (no error to measure); shown as inf, "inf" in the JSON'
-        )
-    return {
-        source: {"sdr": float(medians[i]), "frames": frames[i].tolist(), "utterance_sdr": float(utterance[i])}
-        for i, source in enumerate(sources)
-    }
+    return torch.stack(references), torch.stack(estimates), rate, ref_files, est_files
 
 
 def _undefined_sdr_note(song, sources, medians, refs, ests, ref_files, est_files) -> str:
@@ -281,14 +341,11 @@ def _song_folders(root: Path) -> dict[str, Path]:
     return {p.name: p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")}
 
 
-def _source_files(song: Path) -> dict[str, Path]:
+def _source_files(song: Path, ignored=IGNORED_STEMS) -> dict[str, Path]:
     return {
         p.stem: p
         for p in song.iterdir()
-        if p.is_file()
-        and p.suffix.lower() == ".wav"
-        and p.stem not in IGNORED_STEMS
-        and not p.name.startswith(".")
+        if p.is_file() and p.suffix.lower() == ".wav" and p.stem not in ignored and not p.name.startswith(".")
     }
 
 

@@ -21,6 +21,7 @@ from typing import Any
 
 from sepray import SOURCES, names, tracking
 from sepray.numbers import is_finite
+from sepray.sweep.objectives import bss_columns, describe_select, select_parts, test_metric_of
 
 
 def collect_rows(spec, parent_run_id: str, uri: str) -> list[dict[str, Any]]:
@@ -45,6 +46,8 @@ def collect_rows(spec, parent_run_id: str, uri: str) -> list[dict[str, Any]]:
             _values_of_epoch(row, kept, spec, uri)  # it logged an epoch later than its model's checkpoint
         for s in SOURCES:
             row[names.sdr_metric("test", s)] = m.get(names.sdr_metric("test", s))
+        for key in bss_columns(spec):  # test_metric bss_eval_v3: test_gnsdr_vocals, ...
+            row[key] = m.get(key)
         row["num_parameters"] = _int(p.get("num_parameters"))
         row[names.x_realtime_metric("test")] = m.get(names.x_realtime_metric("test"))
         row["last_error"] = t.get(names.LAST_ERROR, "")
@@ -93,18 +96,23 @@ def evaluate_top_k(rows: list[dict[str, Any]], spec, uri: str, log=print) -> lis
 
     chosen = top_k(rows, spec)
     for row in chosen:
-        if all(is_finite(row.get(names.sdr_metric("test", s))) for s in SOURCES):
+        needed = [names.sdr_metric("test", s) for s in SOURCES] + bss_columns(spec)[: len(SOURCES)]  # + gnsdr
+        if all(is_finite(row.get(key)) for key in needed):
             continue
         log(f"evaluating run {row['run_id']} ({row['model']}) on the full test songs")
-        result = evaluate_run(row["run_id"], uri=uri, device="auto")
+        result = evaluate_run(row["run_id"], uri=uri, device="auto", metric=test_metric_of(spec))
         for s in SOURCES:
             row[names.sdr_metric("test", s)] = result["median"].get(s)
+        for key in bss_columns(spec):
+            _, score, source = select_parts(key)
+            row[key] = result[names.BSS_EVAL_V3][score][source]
     return chosen
 
 
 def select_value(row: dict[str, Any], select: str) -> float:
-    if select == names.sdr_metric("test"):
-        vals = [row.get(names.sdr_metric("test", s)) for s in SOURCES]
+    """The row's ``select`` value; ``test_sdr`` / ``test_gnsdr``: the mean over the sources that have one."""
+    if select in (names.sdr_metric("test"), names.global_metric("test", "gnsdr")):
+        vals = [row.get(f"{select}_{s}") for s in SOURCES]
         vals = [v for v in vals if is_finite(v)]
         return sum(vals) / len(vals) if vals else float("nan")
     value = row.get(select)
@@ -169,7 +177,7 @@ def winner_line(best: dict[str, Any], spec, version: str) -> str:
     """``best: run ... registered as model ... version N``, and when a time limit cut it, after which epoch."""
     line = (
         f"best: run {best['run_id']} ({best['model']}), {spec.select} = {select_value(best, spec.select):.2f} dB "
-        f"(museval framewise median), registered as model {spec.name!r} version {version}"
+        f"({describe_select(spec.select)}), registered as model {spec.name!r} version {version}"
     )
     return line + (f"; {cut_note(best, spec)}" if best.get("outcome") == names.CUT_BY_TIME else "")
 
@@ -241,7 +249,7 @@ def separate_command(run_id: str, uri: str) -> str:
 
 def leaderboard_columns(spec) -> list[str]:
     cols = ["rank", "best", "run_id", "model", "outcome", "epochs"]
-    cols += [names.sdr_metric("test", s) for s in SOURCES]
+    cols += [names.sdr_metric("test", s) for s in SOURCES] + bss_columns(spec)
     cols += [spec.metric] + [
         names.sdr_metric("valid", s) for s in SOURCES if names.sdr_metric("valid", s) != spec.metric
     ]
@@ -252,7 +260,9 @@ def leaderboard_columns(spec) -> list[str]:
 def format_leaderboard(rows: list[dict[str, Any]], spec) -> str:
     """A plain-text table: test SDR of the evaluated top-k, validation metric, size, time, searched values."""
     head = ["#", "run id", "model", "outcome", "ep"]
-    head += [f"test {s[:5]}" for s in SOURCES] + [_short_metric(spec.metric), "params", "train s", "searched"]
+    bss = bss_columns(spec)[: len(SOURCES)]  # test_gnsdr_<source>, with test_metric bss_eval_v3
+    head += [f"test {s[:5]}" for s in SOURCES] + [f"gnsdr {s[:5]}" for s in SOURCES if bss]
+    head += [_short_metric(spec.metric), "params", "train s", "searched"]
     lines = []
     for r in rows:
         searched = " ".join(
@@ -267,6 +277,7 @@ def format_leaderboard(rows: list[dict[str, Any]], spec) -> str:
             r["outcome"],
             str(r["epochs"]),
             *(_num(r.get(names.sdr_metric("test", s))) for s in SOURCES),
+            *(_num(r.get(key)) for key in bss),
             _num(r.get(spec.metric)),
             _size(r.get("num_parameters")),
             _num(r.get("train_seconds"), 1),
@@ -279,6 +290,7 @@ def format_leaderboard(rows: list[dict[str, Any]], spec) -> str:
         f"leaderboard of sweep {spec.name}: test = full test songs, museval v4 framewise SDR (dB, median over 1 s "
         f"frames, then songs), top-{spec.top_k} only; {_short_metric(spec.metric)} = validation crops, "
         f"utterance SDR (dB). * = best by {spec.select}"
+        + ("; gnsdr = BSS Eval v3 NSDR over whole test songs, mean weighted by length (dB)" if bss else "")
     )
     out = [title, fmt.format(*head), fmt.format(*("-" * w for w in widths[:-1]), "-" * 8)]
     out += [fmt.format(*cells) for cells in lines]

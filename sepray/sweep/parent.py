@@ -55,6 +55,7 @@ def start_parent_run(spec: SweepSpec, uri: str, spec_path: str | None) -> tracki
             "metric": spec.metric,
             "mode": spec.mode,
             "select": spec.select,
+            "test_metric": spec.test_metric,
             "top_k": spec.top_k,
             "epochs_per_trial": spec.epochs,
             "steps_per_epoch": spec.fixed["train"].get("steps_per_epoch"),

@@ -29,11 +29,13 @@ from typing import Any
 
 from sepray import SOURCES, names, tracking
 from sepray.atomic import file_in_the_way, folder_written_atomically
+from sepray.bss_eval import GLOBAL_SCORES
 from sepray.errors import UsageError, UserPathError
 from sepray.numbers import is_finite
 from sepray.owned_folders import FolderKind, check_replaceable, write_manifest
 from sepray.sweep import report_plots, report_stats
 from sepray.sweep.leaderboard import collect_rows, format_leaderboard, has_model, rank
+from sepray.sweep.objectives import is_bss_select, select_parts
 from sepray.sweep.report_html import render
 
 LISTEN_TOP = 3  # trials whose excerpts the report plays
@@ -61,6 +63,7 @@ class SweepView:
     select: str
     top_k: int
     params: tuple[SearchedKey, ...]
+    test_metric: str = names.MUSEVAL_V4
 
 
 def find_parent(sweep: str, uri: str | None = None):
@@ -86,6 +89,7 @@ def view_of(parent, uri: str) -> SweepView:
         select=p.get("select", names.sdr_metric("test", "vocals")),
         top_k=int(p.get("top_k", 3)),
         params=tuple(SearchedKey(k) for k in p.get("searched", "").split(",") if k),
+        test_metric=p.get("test_metric", names.MUSEVAL_V4),
     )
 
 
@@ -199,13 +203,15 @@ def _set_note(parent: tracking.Run, view: str) -> None:
 def write_report(folder: Path, spec, rows: list[dict[str, Any]], uri: str) -> None:
     """``folder/index.html`` + ``inline.html``, ``images/*.png`` and ``audio/<run id>/*`` of the top trials."""
     (folder / "images").mkdir(parents=True, exist_ok=True)
-    songs = {r["run_id"]: _per_song(r["run_id"], uri) for r in rows if _evaluated(r)}
+    per_song = {r["run_id"]: _per_song(r["run_id"], uri, spec.select) for r in rows if _evaluated(r)}
+    songs = {run_id: values for run_id, (values, _) in per_song.items()}
+    weights = {run_id: lengths for run_id, (_, lengths) in per_song.items() if lengths}
     curves = {r["run_id"]: tracking.Run(r["run_id"], uri).metric_history(spec.metric) for r in rows}
     curves = {k: [(s, v) for s, v in pts if s >= 1] for k, pts in curves.items()}
     listen = [r for r in rows if has_model(r)][:LISTEN_TOP]
     excerpts = {r["run_id"]: _copy_excerpt(r["run_id"], folder, uri) for r in listen}
     images = _figures(folder / "images", spec, rows, curves)
-    page = render(spec, rows, songs, excerpts, images)
+    page = render(spec, rows, songs, excerpts, images, weights)
     (folder / "index.html").write_text(page(lambda rel: html.escape(rel)))
     (folder / INLINE).write_text(page(lambda rel: _data_uri(folder / rel)))
 
@@ -214,17 +220,28 @@ def _evaluated(row) -> bool:
     return any(is_finite(row.get(names.sdr_metric("test", s))) for s in SOURCES)
 
 
-def _per_song(run_id: str, uri: str) -> dict[str, dict[str, float]]:
+def _per_song(run_id: str, uri: str, select: str) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
+    """The run's per-song test scores of ``select``'s kind -> ({song: {source: dB}}, {song: seconds}): museval
+    SDR per song (no lengths); for a BSS Eval select (``test_gnsdr_vocals``) the per-song NSDR (SIR, SAR, SDR for
+    gsir, gsar, gsdr) and the song lengths that weight their mean."""
     with tempfile.TemporaryDirectory() as tmp:
         try:
             path = tracking.download_artifacts(run_id, "evaluation/test_sdr.json", tmp, uri)
         except tracking.TrackingError:
-            return {}
+            return {}, {}
         data = json.loads(path.read_text())
-    return {
-        song: {s: (float(v) if v is not None else math.nan) for s, v in vals.items()}
-        for song, vals in data.get("songs", {}).items()
+    if not is_bss_select(select):
+        return {
+            song: {s: (float(v) if v is not None else math.nan) for s, v in vals.items()}
+            for song, vals in data.get("songs", {}).items()
+        }, {}
+    bss = data.get(names.BSS_EVAL_V3) or {}
+    key = GLOBAL_SCORES[select_parts(select)[1]]
+    values = {
+        song: {s: (float(v[key]) if v.get(key) is not None else math.nan) for s, v in vals.items()}
+        for song, vals in bss.get("songs", {}).items()
     }
+    return values, {song: float(seconds) for song, seconds in bss.get("seconds", {}).items()}
 
 
 def _copy_excerpt(run_id: str, folder: Path, uri: str) -> list[str]:
@@ -241,8 +258,10 @@ def _copy_excerpt(run_id: str, folder: Path, uri: str) -> list[str]:
 
 def _figures(images: Path, spec, rows, curves) -> dict[str, str]:
     """name -> path relative to the report folder (or a sentence saying why the figure is absent)."""
-    sdr = names.sdr_metric("test", _select_source(spec.select)) if spec.select.startswith("test") else None
-    sdr = sdr or names.sdr_metric("test", SOURCES[0])
+    split, score, source = select_parts(spec.select)
+    sdr = (
+        f"{split}_{score}_{source or SOURCES[0]}" if split == "test" else names.sdr_metric("test", SOURCES[0])
+    )
     out: dict[str, str] = {}
     figs = {
         "pareto_speed": report_plots.pareto_figure(
@@ -267,11 +286,6 @@ def _figures(images: Path, spec, rows, curves) -> dict[str, str]:
 
 def _searched(row, spec) -> dict[str, Any]:
     return {p.key: row[p.key] for p in spec.params if row.get(p.key) not in ("", None)}
-
-
-def _select_source(select: str) -> str | None:
-    tail = select.removeprefix("test_sdr").removeprefix("_")
-    return tail or None
 
 
 def _data_uri(path: Path) -> str:

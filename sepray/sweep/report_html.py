@@ -9,11 +9,14 @@ from collections.abc import Callable
 from html import escape
 from typing import Any
 
+import numpy as np
+
 from sepray import SOURCES, names
 from sepray.numbers import is_finite
 from sepray.sweep import report_stats
 from sepray.sweep.leaderboard import select_value
 from sepray.sweep.naming import short_value
+from sepray.sweep.objectives import is_bss_select, select_parts
 
 STYLE = """
 body { font-family: sans-serif; margin: 1.5em; color: #222; }
@@ -57,11 +60,12 @@ def _song_values(songs: dict[str, dict[str, float]], source: str | None) -> dict
     return out
 
 
-def verdict(spec, rows, songs) -> str:
-    """Whether the best (by ``select``) is distinguishable from the runner-up on the same test songs."""
-    if not spec.select.startswith(names.sdr_metric("test")):
+def verdict(spec, rows, songs, weights=None) -> str:
+    """Whether the best (by ``select``) is distinguishable from the runner-up on the same test songs (per-song
+    values of ``select``'s kind; their mean weighted by song length for a BSS Eval select)."""
+    split, _, source = select_parts(spec.select)
+    if split != "test":
         return f"select is {spec.select}, a validation metric: no per-song test comparison."
-    source = spec.select.removeprefix(names.sdr_metric("test")).removeprefix("_") or None
     ranked = [r for r in rows if r["run_id"] in songs and math.isfinite(select_value(r, spec.select))]
     best = next((r for r in ranked if r.get("best")), None)
     if best is None:
@@ -71,7 +75,9 @@ def verdict(spec, rows, songs) -> str:
         return f"The best is trial #{best['rank']}; it is the only one evaluated on the test songs."
     runner = max(others, key=lambda r: select_value(r, spec.select))
     comparison = report_stats.paired_comparison(
-        _song_values(songs[best["run_id"]], source), _song_values(songs[runner["run_id"]], source)
+        _song_values(songs[best["run_id"]], source),
+        _song_values(songs[runner["run_id"]], source),
+        weights=(weights or {}).get(best["run_id"]),
     )
     return (
         f"Best by {spec.select}: trial #{best['rank']}; runner-up: trial #{runner['rank']}. "
@@ -79,9 +85,18 @@ def verdict(spec, rows, songs) -> str:
     )
 
 
-def leaderboard_table(spec, rows, songs) -> str:
+def leaderboard_table(spec, rows, songs, weights=None) -> str:
+    """Test columns: ``select``'s kind per song -- museval SDR (median over songs), or for a BSS Eval select its
+    score (GNSDR ...: mean over songs weighted by length, with museval's test SDR in plain columns after)."""
+    weights = weights or {}
+    _, score, _ = select_parts(spec.select)
+    bss = is_bss_select(spec.select)
     head = ["#", "run", "outcome", "epochs"]
-    head += [f"test {s} (dB): median [95% CI], song range" for s in SOURCES]
+    if bss:
+        head += [f"test {score.upper()} {s} (dB): length-weighted mean [95% CI], song range" for s in SOURCES]
+        head += [f"test SDR {s} (dB, museval median)" for s in SOURCES]
+    else:
+        head += [f"test {s} (dB): median [95% CI], song range" for s in SOURCES]
     valid = [names.sdr_metric("valid", s) for s in SOURCES]
     head += [f"{m} (dB)" for m in valid] + ([f"{spec.metric}"] if spec.metric not in valid else [])
     head += ["parameters", "train s", "x real time", "searched values"]
@@ -93,14 +108,17 @@ def leaderboard_table(spec, rows, songs) -> str:
             escape(_outcome(r)),
             str(r.get("epochs", "")),
         ]
+        run_songs, lengths = songs.get(r["run_id"], {}), weights.get(r["run_id"])
         for s in SOURCES:
-            per_song = [v.get(s) for v in songs.get(r["run_id"], {}).values()]
+            per_song = [v.get(s) for v in run_songs.values()]
             if per_song:
-                interval = report_stats.bootstrap_interval(per_song)
+                w = [lengths[song] for song in run_songs] if bss and lengths else None
+                interval = report_stats.bootstrap_interval(per_song, np.mean if w else np.median, weights=w)
                 low, high = report_stats.spread(per_song)
                 cells.append(f"{interval.text()}<br><span class='small'>{_num(low)} .. {_num(high)}</span>")
             else:
-                cells.append(_num(r.get(names.sdr_metric("test", s))))
+                cells.append(_num(r.get(f"test_{score}_{s}" if bss else names.sdr_metric("test", s))))
+        cells += [_num(r.get(names.sdr_metric("test", s))) for s in SOURCES] if bss else []
         cells += [_num(r.get(m)) for m in valid] + (
             [_num(r.get(spec.metric))] if spec.metric not in valid else []
         )
@@ -154,7 +172,21 @@ def listen_section(rows, excerpts: dict[str, list[str]], src: Callable[[str], st
     return "\n".join(out)
 
 
-def render(spec, rows, songs, excerpts, images) -> Callable[[Callable[[str], str]], str]:
+def _test_description(spec) -> str:
+    if is_bss_select(spec.select):
+        score = select_parts(spec.select)[1].upper()
+        return (
+            f"BSS Eval v3 over each whole song ({score} = mean over songs weighted by song length, the MIR-1K "
+            "literature's convention); the interval is a 95 % bootstrap interval over songs (resampled with their "
+            "lengths), the range the lowest and highest song; museval v4 framewise SDR (median) beside it"
+        )
+    return (
+        "museval v4 framewise SDR, median over 1 s frames per song, then over songs; the interval is a 95 % "
+        "bootstrap interval over songs, the range the lowest and highest song"
+    )
+
+
+def render(spec, rows, songs, excerpts, images, weights=None) -> Callable[[Callable[[str], str]], str]:
     """``page(src)``: the whole HTML document, links made by ``src``."""
 
     def page(src: Callable[[str], str]) -> str:
@@ -167,13 +199,11 @@ def render(spec, rows, songs, excerpts, images) -> Callable[[Callable[[str], str
         body = [
             f"<h1>Sweep {escape(spec.name)}</h1>",
             f"<p>{len(rows)} trials; the top {spec.top_k} finished by {escape(spec.metric)} (validation crops, "
-            f"utterance SDR) were evaluated on the full test songs ({evaluated} here): museval v4 framewise SDR, "
-            "median over 1 s frames per song, then over songs; the interval is a 95 % bootstrap interval over "
-            "songs, the range the lowest and highest song. x real time = seconds of audio separated per second "
-            "while evaluating.</p>",
-            f"<p id='verdict'><b>{escape(verdict(spec, rows, songs))}</b></p>",
+            f"utterance SDR) were evaluated on the full test songs ({evaluated} here): {_test_description(spec)}. "
+            "x real time = seconds of audio separated per second while evaluating.</p>",
+            f"<p id='verdict'><b>{escape(verdict(spec, rows, songs, weights))}</b></p>",
             "<h2>Leaderboard</h2>",
-            leaderboard_table(spec, rows, songs),
+            leaderboard_table(spec, rows, songs, weights),
             "<h2>Listen</h2>",
             "<p class='small'>A few seconds of a validation song, as each trial separated it.</p>",
             listen_section(rows, excerpts, src),

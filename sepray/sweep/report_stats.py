@@ -40,17 +40,30 @@ def _finite(values) -> np.ndarray:
     return arr[np.isfinite(arr)]
 
 
-def bootstrap_interval(values, statistic=np.median, resamples: int = RESAMPLES, seed: int = SEED) -> Interval:
-    """``statistic`` of the finite ``values`` and its 95 % percentile bootstrap interval (resampling values)."""
-    x = _finite(values)
+def bootstrap_interval(
+    values, statistic=np.median, resamples: int = RESAMPLES, seed: int = SEED, weights=None
+) -> Interval:
+    """``statistic`` of the finite ``values`` and its 95 % percentile bootstrap interval (resampling values).
+
+    With ``weights`` (one per value, e.g. song lengths) the statistic is the weighted mean (GNSDR's), and each
+    resample carries its values' weights.
+    """
+    if weights is None:
+        x, w = _finite(values), None
+    else:
+        pairs = [(v, wt) for v, wt in zip(values, weights, strict=True) if v is not None and math.isfinite(v)]
+        x, w = np.asarray([p[0] for p in pairs], dtype=float), np.asarray([p[1] for p in pairs], dtype=float)
     if x.size == 0:
         return Interval(math.nan, math.nan, math.nan, 0)
-    value = float(statistic(x))
+
+    def of(picks: np.ndarray) -> np.ndarray:  # (R, n) indices of resampled values -> (R,) statistics
+        return statistic(x[picks], axis=1) if w is None else (w[picks] * x[picks]).sum(1) / w[picks].sum(1)
+
+    value = float(of(np.arange(x.size)[None, :])[0])
     if x.size < 2:
         return Interval(value, math.nan, math.nan, int(x.size))
     rng = np.random.default_rng(seed)
-    samples = x[rng.integers(0, x.size, size=(resamples, x.size))]
-    stats = statistic(samples, axis=1)
+    stats = of(rng.integers(0, x.size, size=(resamples, x.size)))
     low, high = np.percentile(stats, [2.5, 97.5])
     return Interval(value, float(low), float(high), int(x.size))
 
@@ -80,9 +93,14 @@ class Comparison:
 
 
 def paired_comparison(
-    best: dict[str, float], other: dict[str, float], resamples: int = RESAMPLES, seed: int = SEED
+    best: dict[str, float],
+    other: dict[str, float],
+    resamples: int = RESAMPLES,
+    seed: int = SEED,
+    weights: dict[str, float] | None = None,
 ) -> Comparison:
-    """Paired bootstrap of the per-song difference ``best[song] - other[song]`` over the songs both have."""
+    """Paired bootstrap of the per-song difference ``best[song] - other[song]`` over the songs both have; its
+    mean, weighted by ``weights[song]`` (song lengths, for GNSDR) when given."""
     songs = sorted(
         s
         for s in set(best) & set(other)
@@ -92,7 +110,8 @@ def paired_comparison(
         nan = Interval(math.nan, math.nan, math.nan, len(songs))
         return Comparison(nan, len(songs), f"not comparable: {len(songs)} common test song(s) with a score")
     diff = [best[s] - other[s] for s in songs]
-    interval = bootstrap_interval(diff, np.mean, resamples, seed)
+    song_weights = [weights[s] for s in songs] if weights is not None else None
+    interval = bootstrap_interval(diff, np.mean, resamples, seed, song_weights)
     excludes_zero = interval.low > 0 or interval.high < 0
     return Comparison(interval, len(songs), DISTINGUISHABLE if excludes_zero else WITHIN_NOISE)
 

@@ -106,6 +106,7 @@ TOP_KEYS = {
     "metric": "reported every epoch; drives ASHA and the searcher",
     "mode": "max or min, for metric",
     "select": "chooses the best of the top-k after the test evaluation (higher is better)",
+    "test_metric": "museval_v4 or bss_eval_v3: what the test stage computes on the full test songs",
     "target": "the source the default metric / select refer to",
     "resources": "cpu, gpu, memory_gb per trial; per_family: the same keys for one model family",
     "budget": "epochs, steps_per_epoch, trial_seconds, sweep_seconds, pending_seconds",

@@ -18,9 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sepray import SOURCES, names
+from sepray import names
 from sepray.config import RunConfig, TrainConfig, resolve
 from sepray.schema import ConfigError, build_dataclass, coerce, load_yaml, parse_override, set_dotted
+from sepray.sweep.objectives import parse_objectives
 from sepray.sweep.params import SECTIONS, Param, model_hint, parse_params
 from sepray.sweep.sections import TOP_KEYS, Budget, Resources, Scheduler, Search, SpecError
 from sepray.sweep.space import SearchSpace, grid_points, random_samples, trial_raw_config
@@ -51,6 +52,7 @@ class SweepSpec:
     storage: str
     excerpt_seconds: float
     description: str = ""
+    test_metric: str = names.MUSEVAL_V4  # what the test stage computes (sepray.sweep.objectives)
     # torch threads of a family whose resources.per_family cpu differs (train.threads unset): int(cpu), or None
     family_threads: dict[str, int | None] = field(default_factory=dict)
     smoke_test: bool = False
@@ -207,31 +209,7 @@ def _parse(raw: dict[str, Any], label: str) -> SweepSpec:
     resources = _parse_resources(raw.get("resources") or {}, label)
     budget = _build(Budget, raw.get("budget") or {}, f"{label}: budget")
 
-    target = _typed(raw, "target", str, "vocals", label)
-    if target not in SOURCES:
-        raise SpecError(f"{label}: target: {target!r} is not a source; expected one of {list(SOURCES)}")
-    metric = _typed(raw, "metric", str, names.sdr_metric("valid", target), label)
-    mode = _typed(raw, "mode", str, "max", label)
-    if mode not in ("max", "min"):
-        raise SpecError(f"{label}: mode: expected max or min, got {mode!r}")
-    valid_metrics = [
-        names.sdr_metric("valid"),
-        names.VALID_LOSS,
-        *(names.sdr_metric("valid", s) for s in SOURCES),
-    ]
-    if metric not in valid_metrics:
-        raise SpecError(
-            f"{label}: metric: {metric!r} is not reported per epoch; expected one of {valid_metrics}"
-        )
-    select = _typed(raw, "select", str, names.sdr_metric("test", target), label)
-    select_metrics = [
-        names.sdr_metric("test"),
-        *(names.sdr_metric("test", s) for s in SOURCES),
-        names.sdr_metric("valid"),
-        *(names.sdr_metric("valid", s) for s in SOURCES),
-    ]
-    if select not in select_metrics:
-        raise SpecError(f"{label}: select: {select!r}: expected one of {select_metrics}")
+    objectives = parse_objectives(raw, label)
     top_k = _typed(raw, "top_k", int, 3, label)
     max_failures = _typed(raw, "max_failures", int, 2, label)
     keep = _typed(raw, "keep_checkpoints", int, 2, label)
@@ -304,10 +282,10 @@ def _parse(raw: dict[str, Any], label: str) -> SweepSpec:
         params=params,
         search=search,
         scheduler=scheduler,
-        metric=metric,
-        mode=mode,
-        select=select,
-        target=target,
+        metric=objectives.metric,
+        mode=objectives.mode,
+        select=objectives.select,
+        target=objectives.target,
         resources=resources,
         budget=budget,
         top_k=top_k,
@@ -316,6 +294,7 @@ def _parse(raw: dict[str, Any], label: str) -> SweepSpec:
         storage=storage,
         excerpt_seconds=excerpt,
         description=description,
+        test_metric=objectives.test_metric,
         family_threads=family_threads,
     )
     _check_configurations(spec)

@@ -105,6 +105,26 @@ def test_evaluate_logs_test_sdr(trained):
         assert key in run.data.metrics
 
 
+def test_evaluate_bss_eval_v3_logs_gnsdr_weighted_by_song_length(trained, tmp_path):
+    work, run_id, _ = trained
+    uri = f"sqlite:///{work / 'mlflow.db'}"
+    proc = sepray("evaluate", "--run-id", run_id, "--metric", "bss_eval_v3", cwd=work)
+    assert "GNSDR" in proc.stdout and "GSIR" in proc.stdout and "bss_eval_v3" in proc.stdout
+    metrics = tracking.get_run(run_id, uri).data.metrics
+    path = tracking.download_artifacts(run_id, "evaluation/test_sdr.json", tmp_path, uri)
+    bss = json.loads(path.read_text())["bss_eval_v3"]
+    assert bss["songs"] and set(bss["seconds"]) == set(bss["songs"])
+    for source in ("vocals", "accompaniment"):
+        nsdr = [bss["songs"][song][source]["nsdr"] for song in bss["seconds"]]
+        weights = [bss["seconds"][song] for song in bss["seconds"]]
+        assert bss["gnsdr"][source] == pytest.approx(float(np.dot(nsdr, weights) / np.sum(weights)))
+        for name in ("gnsdr", "gsir", "gsar", "gsdr"):
+            assert metrics[f"test_{name}_{source}"] == pytest.approx(bss[name][source])
+    assert metrics["test_gnsdr"] == pytest.approx(
+        (bss["gnsdr"]["vocals"] + bss["gnsdr"]["accompaniment"]) / 2
+    )
+
+
 def test_evaluate_on_the_real_musdb_excerpt(trained, musdb_sample):
     work, run_id, _ = trained
     proc = sepray("evaluate", "--run-id", run_id, "--data", str(musdb_sample), "--split", "train", cwd=work)

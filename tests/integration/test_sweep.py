@@ -231,3 +231,22 @@ def test_new_family_specs_run_in_smoke_mode(tmp_path, spec):
         confusion or spec == "umt.yaml"
     )  # the grid has a cell with the loss on; 4 random UMT samples may not
     assert all("train_confusion_loss" in r.data.metrics for r in confusion)
+
+
+def test_a_smoke_sweep_selects_its_winner_by_test_gnsdr(tmp_path):
+    """The quickstart smoke spec with `--set select=test_gnsdr_vocals` (two trials): the test stage computes
+    BSS Eval v3 too, and the winner is the evaluated trial with the highest vocals GNSDR."""
+    proc = run_driver(tmp_path, "--set", "select=test_gnsdr_vocals", "--set", "search.num_samples=2")
+    assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    parent = next(r for r in tracking.find_runs(NAME, uri=uri) if r.data.tags.get("sepray.kind") == "sweep")
+    assert parent.data.params["test_metric"] == "bss_eval_v3"
+    children = tracking.child_runs(NAME, parent.info.run_id, uri)
+    evaluated = [c for c in children if "test_gnsdr_vocals" in c.data.metrics]
+    assert evaluated and all("test_gsir_vocals" in c.data.metrics for c in evaluated)
+    best = max(evaluated, key=lambda c: c.data.metrics["test_gnsdr_vocals"])
+    assert parent.data.tags["sepray.best_run_id"] == best.info.run_id
+    gnsdr = best.data.metrics["test_gnsdr_vocals"]
+    assert f"test_gnsdr_vocals = {gnsdr:.2f} dB (BSS Eval v3" in proc.stdout
+    board = tracking.download_artifacts(parent.info.run_id, "leaderboard.json", tmp_path, uri)
+    assert "test_gnsdr_vocals" in json.loads(board.read_text())["columns"]

@@ -3,6 +3,7 @@ relative links exist in the logged report folder, the verdict, the parent's note
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from html.parser import HTMLParser
 from pathlib import Path
@@ -42,17 +43,26 @@ class Page(HTMLParser):
             self.scripts += 1
 
 
-def _make_sweep(tmp: Path) -> tuple[str, str]:
+BSS_SPEC = dataclasses.replace(SPEC, select="test_gnsdr_vocals", test_metric="bss_eval_v3")
+SECONDS = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]  # the test songs' lengths, for the bss_eval_v3 sweep
+
+
+def _nsdr(offset: float, j: int) -> float:
+    return 2.0 + offset + 0.5 * j
+
+
+def _make_sweep(tmp: Path, spec=SPEC) -> tuple[str, str]:
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
-    tracking.ensure_experiment(SPEC.name, uri)
-    parent = tracking.start_run(SPEC.name, "sweep-report-test", {names.KIND: "sweep"}, uri=uri)
+    tracking.ensure_experiment(spec.name, uri)
+    parent = tracking.start_run(spec.name, "sweep-report-test", {names.KIND: "sweep"}, uri=uri)
     parent.log_params(
         {
-            "metric": SPEC.metric,
+            "metric": spec.metric,
             "mode": "max",
-            "select": SPEC.select,
+            "select": spec.select,
             "top_k": 2,
             "searched": "model.levels,train.lr,model.upsampling",
+            "test_metric": spec.test_metric,
         }
     )
     rng = np.random.default_rng(0)
@@ -83,7 +93,7 @@ def _make_sweep(tmp: Path) -> tuple[str, str]:
         }
         if outcome == "failed":
             tags[names.LAST_ERROR] = "RuntimeError: out of memory"
-        run = tracking.start_run(SPEC.name, trial_run_name("waveunet", sampled), tags, parent.run_id, uri)
+        run = tracking.start_run(spec.name, trial_run_name("waveunet", sampled), tags, parent.run_id, uri)
         run.log_params({"num_parameters": 1000 * (i + 1), "model.name": "waveunet"})
         for epoch in range(1, (3 if outcome == "finished" else 2)):
             if valid is not None:
@@ -93,7 +103,21 @@ def _make_sweep(tmp: Path) -> tuple[str, str]:
                 s: {"vocals": 4.0 + offset + 0.1 * j, "accompaniment": 6.0 + 0.1 * j}
                 for j, s in enumerate(songs)
             }
-            run.log_text(json.dumps({"songs": per_song}), "evaluation/test_sdr.json")
+            evaluation = {"songs": per_song}
+            if spec.test_metric == "bss_eval_v3":
+                evaluation["bss_eval_v3"] = {
+                    "songs": {
+                        s: {
+                            src: {"nsdr": _nsdr(offset, j), "sir": 9.0, "sar": 8.0, "sdr": 3.0}
+                            for src in per_song[s]
+                        }
+                        for j, s in enumerate(songs)
+                    },
+                    "seconds": dict(zip(songs, SECONDS, strict=True)),
+                }
+                weighted = float(np.dot([_nsdr(offset, j) for j in range(6)], SECONDS) / sum(SECONDS))
+                run.log_metrics({"test_gnsdr_vocals": weighted, "test_gnsdr_accompaniment": weighted})
+            run.log_text(json.dumps(evaluation), "evaluation/test_sdr.json")
             run.log_metrics(
                 {
                     "test_sdr_vocals": 4.25 + offset,
@@ -103,7 +127,7 @@ def _make_sweep(tmp: Path) -> tuple[str, str]:
             )
             run.log_artifacts(wav, "excerpt")
         run.end("FINISHED" if outcome == "finished" else "KILLED")
-    parent.set_tags({names.BEST_RUN_ID: tracking.child_runs(SPEC.name, parent.run_id, uri)[0].info.run_id})
+    parent.set_tags({names.BEST_RUN_ID: tracking.child_runs(spec.name, parent.run_id, uri)[0].info.run_id})
     return uri, parent.run_id
 
 
@@ -129,6 +153,21 @@ def test_report_has_one_row_per_trial_and_playable_relative_audio(tmp_path):
     assert names.REPORT in note and "#/experiments/" in note and "workflowType=machine_learning" in note
     experiment = tracking.client(uri).get_experiment_by_name(SPEC.name)
     assert experiment.tags[names.EXPERIMENT_KIND] == names.MODEL_TRAINING
+
+
+def test_a_gnsdr_sweep_reports_length_weighted_gnsdr_and_compares_by_it(tmp_path):
+    uri, parent_id = _make_sweep(tmp_path, BSS_SPEC)
+    out = tmp_path / "local"
+    rebuild_report(
+        parent_id, uri, out
+    )  # the view read back from the parent's params: test_metric bss_eval_v3
+    text = (out / "index.html").read_text()
+    assert "test GNSDR vocals (dB): length-weighted mean [95% CI]" in text and "BSS Eval v3" in text
+    best = float(np.dot([_nsdr(3.0, j) for j in range(6)], SECONDS) / sum(SECONDS))  # 6.33, plain mean 6.25
+    assert f"{best:.2f} [" in text and "test SDR vocals (dB, museval median)" in text
+    assert "Best by test_gnsdr_vocals" in text and "distinguishable: best minus runner-up +3.00 dB" in text
+    board = leaderboard_text(parent_id, uri)
+    assert "gnsdr vocal" in board and f"{best:.2f}" in board
 
 
 def test_report_and_runs_find_the_sweep_by_name(tmp_path, monkeypatch, capsys):
