@@ -16,7 +16,7 @@ import soundfile as sf
 from sepray import tracking, tracking_store
 from sepray.cli import main
 from sepray.tracking import TrackingError
-from tests.mounts import fill, read_only, tmpfs
+from tests.disk import fill, read_only, small_disk
 from tests.stores import fresh_store
 from tests.test_cli_errors import _one_line_error
 
@@ -113,7 +113,7 @@ def test_a_store_folder_that_cannot_be_written(tmp_path, monkeypatch, capsys):
 
 def test_a_store_that_fills_up_is_named_in_one_line(tmp_path):
     """The store of a sweep (or a training run) whose disk fills up: every write says which store is full."""
-    with tmpfs(tmp_path / "disk", "8m") as disk:
+    with small_disk(tmp_path / "disk", "8m") as disk:
         uri = fresh_store(disk)
         run = tracking.start_run("sepray", run_name="full", uri=uri)
         run.log_metrics({"epoch": 1.0}, step=1)

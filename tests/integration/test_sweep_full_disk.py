@@ -18,7 +18,7 @@ import time
 
 from sepray import names, tracking
 from tests.conftest import REPO
-from tests.mounts import tmpfs
+from tests.disk import small_disk
 
 SPEC = REPO / "sweeps" / "quickstart.yaml"
 NAME = "quickstart-smoke"
@@ -34,7 +34,7 @@ def test_a_full_ray_storage_stops_the_sweep_with_one_line(tmp_path):
         if k not in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
     }
     env.update(MLFLOW_TRACKING_URI=uri, HOME=str(home), PYTHONWARNINGS="ignore")
-    with tmpfs(tmp_path / "storage", "128k") as storage:
+    with small_disk(tmp_path / "storage", "128k") as storage:
         started = time.monotonic()
         proc = subprocess.run(
             [sys.executable, str(REPO / "sweeps" / "run.py"), str(SPEC), "--smoke-test", "--num-cpus", "1"]
