@@ -32,10 +32,13 @@ def _one_line(exc: BaseException) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
-def _check_run_id(run_id: str) -> None:
-    from sepray.tracking import check_run_id
+def _check_run_id(run_id: str, store: str | None = None) -> None:
+    """A well-formed run id; with ``store`` (read | write), a tracking store that can serve the command."""
+    from sepray import tracking
 
-    check_run_id(run_id)
+    tracking.check_run_id(run_id)
+    if store is not None:
+        tracking.check(store)
 
 
 def positive_seconds(text: str) -> float:
@@ -76,7 +79,7 @@ def cmd_data_synth(args: argparse.Namespace) -> None:
 
 def cmd_train(args: argparse.Namespace) -> None:
     from sepray.config import load_config
-    from sepray.train import train_run
+    from sepray.train_run import train_run
 
     if args.config is None and args.resume is None:
         args.config = DEFAULT_PRESET
@@ -100,7 +103,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from sepray.evaluate import evaluate_run, format_evaluation
 
-    _check_run_id(args.run_id)
+    _check_run_id(args.run_id, store="write")  # the test SDR is logged back to the run
     result = evaluate_run(
         args.run_id, data_path=args.data, split=args.split, device=args.device, metric=args.metric
     )

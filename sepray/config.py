@@ -16,6 +16,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -234,6 +235,8 @@ class TrainConfig:
             raise ValueError(f"prefetch_batches must be >= 0, got {self.prefetch_batches}")
         if self.loss not in ("auto", "mse", "l1", "sdr"):
             raise ValueError(f"loss must be auto, mse, l1 or sdr, got {self.loss!r}")
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
+            raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
 
 
 @dataclass(frozen=True)
@@ -284,7 +287,7 @@ def read_config_source(source: str | Path) -> tuple[dict[str, Any], str]:
         if not path.is_file():
             raise ConfigError(f"{path}: no such config file")
         label = str(path)
-        text = path.read_text()
+        text = path.read_bytes()
     else:
         name = str(source)
         if name not in preset_names():

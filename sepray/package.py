@@ -67,7 +67,9 @@ def read_package_info(directory: str | os.PathLike) -> PackageInfo:
     if not path.is_file():
         raise PackageError(f"{path}: missing; a sepray model package holds {CONFIG_FILE} and {WEIGHTS_FILE}")
     try:
-        meta = json.loads(path.read_text())
+        meta = json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError:
+        raise PackageError(f"{path}: not UTF-8 text, not a sepray model package") from None
     except json.JSONDecodeError as exc:
         raise PackageError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
@@ -81,7 +83,7 @@ def read_package_info(directory: str | os.PathLike) -> PackageInfo:
     if meta.get("model") not in REGISTRY:
         raise PackageError(f"{path}: unknown model {meta.get('model')!r}; expected one of {sorted(REGISTRY)}")
     try:
-        return PackageInfo(
+        info = PackageInfo(
             model=meta["model"],
             config=dict(meta["config"]),
             sample_rate=int(meta["sample_rate"]),
@@ -92,6 +94,14 @@ def read_package_info(directory: str | os.PathLike) -> PackageInfo:
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise PackageError(f"{path}: missing or invalid field ({exc})") from None
+    for key, value in (("sample_rate", info.sample_rate), ("audio_channels", info.audio_channels)):
+        if value < 1 or value != meta[key]:
+            raise PackageError(f"{path}: {key} must be a whole number >= 1, got {meta[key]!r}")
+    if not info.sources or not all(isinstance(s, str) for s in info.sources):
+        raise PackageError(
+            f"{path}: sources must be a non-empty list of source names, got {meta['sources']!r}"
+        )
+    return info
 
 
 def load_package(

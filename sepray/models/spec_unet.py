@@ -49,6 +49,12 @@ class SpecUNetConfig:
             raise ValueError(f"n_fft must be >= 4, got {self.n_fft}")
         if not 1 <= self.hop <= self.n_fft // 2:
             raise ValueError(f"hop must be in [1, n_fft // 2 = {self.n_fft // 2}], got {self.hop}")
+        bins = self.n_fft // 2 + 1
+        if 2**self.levels > bins:  # each level halves the frequency bins: at least one is left at the bottom
+            raise ValueError(
+                f"levels must be <= {bins.bit_length() - 1} for n_fft {self.n_fft} ({bins} frequency bins, "
+                f"halved at each level), got {self.levels}"
+            )
         if not self.mask_eps > 0:
             raise ValueError(f"mask_eps must be > 0, got {self.mask_eps}")
 

@@ -27,6 +27,7 @@ from typing import Any
 
 from sepray import names, tracking
 from sepray.config import RunConfig, resolve
+from sepray.errors import error_text
 from sepray.sweep.excerpt import log_excerpt
 from sepray.sweep.naming import trial_run_name
 from sepray.sweep.space import GRID_KEY, trial_raw_config
@@ -185,12 +186,6 @@ def _deterministic_failures() -> tuple[type[BaseException], ...]:
     import torch
 
     return (FloatingPointError, MemoryError, torch.OutOfMemoryError)
-
-
-def error_text(exc: BaseException) -> str:
-    """``Type: first line of the message``, at most 500 characters (the ``sepray.last_error`` tag)."""
-    lines = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0] if lines else ''}"[:500]
 
 
 def fail_for_good(run: tracking.Run, exc: BaseException, epoch: int, metric: str, base: dict, report) -> None:

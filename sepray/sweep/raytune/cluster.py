@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import time
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import ray
@@ -295,14 +297,41 @@ def check_reachable(address: str) -> None:
     if gcs is None:
         return
     host, _, port = gcs.rpartition(":")
+    if not (port.isdigit() and 0 < int(port) < 65536):
+        raise SweepError(
+            f"--address {address}: expected HOST:PORT with a port number (1-65535), got {port!r}"
+        )
     try:
         with socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT_S):
             pass
-    except (OSError, ValueError) as exc:
+    except OSError as exc:
         raise SweepError(
             f"cannot join the Ray cluster at {address}: nothing accepts connections at {gcs} "
             f"({exc.strerror or exc}); is the head up (`ray start --head --port {port or 6379}`)?"
         ) from None
+
+
+def create_local_token() -> Path | None:
+    """Write the token a new local Ray instance authenticates with, owner-only, when Ray would write one.
+
+    A local ``ray.init()`` turns on token authentication (unless ``RAY_AUTH_MODE`` says otherwise) and, when it
+    finds no token, writes ``~/.ray/auth_token`` with the default umask: 0644, readable by every user of the
+    machine. sepray writes it first, 0600 (its folder 0700 when new), where Ray reads it: ``RAY_AUTH_TOKEN_PATH``
+    or ``~/.ray/auth_token``. A token that exists (or ``RAY_AUTH_TOKEN``) is left as it is. Returns the new file.
+    """
+    if os.environ.get("RAY_AUTH_MODE", "token").lower() != "token" or os.environ.get("RAY_AUTH_TOKEN"):
+        return None
+    path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token").expanduser()
+    if path.exists():
+        return None
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process wrote it meanwhile
+        return None
+    with os.fdopen(fd, "w") as f:
+        f.write(secrets.token_hex(32))  # Ray's own format: 256 random bits in hex
+    return path
 
 
 def init_ray(address: str | None, num_cpus: int | None) -> None:
@@ -315,6 +344,7 @@ def init_ray(address: str | None, num_cpus: int | None) -> None:
     try:
         if address is None:
             os.environ.update(hide)  # the local instance's raylet, and so its workers, inherit it
+            create_local_token()
             # a fresh local instance, never a cluster that happens to run on this machine
             # and one that other machines are not told of: its node address is the loopback (what Ray still
             # opens on all interfaces is listed in the README, guarded by Ray's token authentication)
