@@ -165,12 +165,12 @@ def test_gpu_auto_is_the_default_and_a_bad_value_names_the_key():
         cluster.trial_request(spec, "wavenet")  # Ray is never handed an unresolved request
     for value, message in [
         ("banana", "resources.gpu: expected a number or auto, got 'banana'"),
-        (float("nan"), "resources.gpu: must be a finite number"),
+        (float("nan"), "resources.gpu: expected a finite number, got nan"),
         (-1, "resources.cpu: cpu and gpu must be >= 0"),
     ]:
         with pytest.raises(SpecError) as info:
             parse_spec({**AUTO, "resources": {"gpu": value}}, LABEL)
-        assert str(info.value) == f"{LABEL}: {message}" or str(info.value).startswith(f"{LABEL}: {message}")
+        assert str(info.value).startswith(f"{LABEL}: {message}")
     with pytest.raises(SpecError, match=r"resources\.cpu: must be > 0 with gpu: auto"):
         parse_spec({**AUTO, "resources": {"cpu": 0}}, LABEL)
 
