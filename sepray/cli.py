@@ -5,19 +5,17 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
-import math
 import os
 import shlex
 import signal
 import sys
-import typing
 from pathlib import Path
 
 import sepray
 from sepray import names
+from sepray.cli_args import EXIT_USER_ERROR, OneLineParser, int_at_least, memory_size, positive_seconds
 from sepray.errors import UsageError, UserError
 
-EXIT_USER_ERROR = 2
 DEFAULT_PRESET = "spec-unet-small"  # what `sepray train` trains when given no CONFIG
 
 
@@ -33,37 +31,13 @@ def _one_line(exc: BaseException) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
-def _check_run_id(run_id: str) -> None:
-    from sepray.tracking import check_run_id
+def _check_run_id(run_id: str, store: str | None = None) -> None:
+    """A well-formed run id; with ``store`` (read | write), a tracking store that can serve the command."""
+    from sepray import tracking
 
-    check_run_id(run_id)
-
-
-def positive_seconds(text: str) -> float:
-    """argparse type: a finite number of seconds > 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
-    return value
-
-
-def int_at_least(minimum: int):
-    """argparse type: an integer >= ``minimum``."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {text!r}")
-        return value
-
-    parse.__name__ = f"int_at_least_{minimum}"
-    return parse
+    tracking.check_run_id(run_id)
+    if store is not None:
+        tracking.check(store)
 
 
 def cmd_data_synth(args: argparse.Namespace) -> None:
@@ -77,7 +51,7 @@ def cmd_data_synth(args: argparse.Namespace) -> None:
 
 def cmd_train(args: argparse.Namespace) -> None:
     from sepray.config import load_config
-    from sepray.train import train_run
+    from sepray.train_run import train_run
 
     if args.config is None and args.resume is None:
         args.config = DEFAULT_PRESET
@@ -101,20 +75,11 @@ def cmd_train(args: argparse.Namespace) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from sepray.evaluate import evaluate_run, format_evaluation
 
-    _check_run_id(args.run_id)
+    _check_run_id(args.run_id, store="write")  # the test SDR is logged back to the run
     result = evaluate_run(
         args.run_id, data_path=args.data, split=args.split, device=args.device, metric=args.metric
     )
     print(format_evaluation(result))
-
-
-def _memory_size(text: str) -> int:
-    from sepray.chunk_budget import parse_memory
-
-    try:
-        return parse_memory(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def cmd_separate(args: argparse.Namespace) -> None:
@@ -130,6 +95,7 @@ def cmd_separate(args: argparse.Namespace) -> None:
         show_progress=not args.quiet,
         log=lambda msg: print(msg, file=sys.stderr),
         max_memory=args.max_memory,
+        engine=args.engine,
     )
     for out in outs:
         print(out)
@@ -146,6 +112,16 @@ def cmd_ensemble(args: argparse.Namespace) -> None:
             f"ensemble of {len(args.run_ids)} runs, weights {weights}; evaluate it: sepray evaluate --run-id ID"
         )
     print(built.run.run_id)
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from sepray.export.run import export_run
+
+    _check_run_id(args.run_id)
+    artifact, out = export_run(args.run_id, args.format, args.out)
+    print(f"logged {artifact}/ to run {args.run_id}", file=sys.stderr)
+    if out is not None:
+        print(out)
 
 
 def cmd_score(args: argparse.Namespace) -> None:
@@ -225,14 +201,6 @@ def cmd_presets(args: argparse.Namespace) -> None:
         print(name)
 
 
-class OneLineParser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line (``sepray: error: ... (see PROG --help)``), exit 2, like every
-    other user error; subcommand parsers are of this class too (``add_subparsers`` uses the parent's)."""
-
-    def error(self, message: str) -> typing.NoReturn:
-        self.exit(EXIT_USER_ERROR, f"sepray: error: {' '.join(message.split())} (see {self.prog} --help)\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog="sepray", description=sepray.__doc__)
     p.add_argument("--version", action="version", version=f"sepray {sepray.__version__}")
@@ -288,8 +256,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sep.add_argument(
         "--max-memory",
-        type=_memory_size,
+        type=memory_size,
         help="memory for one model call beyond the weights, e.g. 2G or 512M (default: half the free memory, at most 2G)",
+    )
+    sep.add_argument(
+        "--engine",
+        choices=["torch", "onnx", "torch-export"],
+        default="torch",
+        help="torch: the eager model; onnx / torch-export: the run's exported graph on the CPU (exported on "
+        "the fly when the run has none; see `sepray export`)",
     )
     sep.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     sep.set_defaults(func=cmd_separate)
@@ -306,6 +281,20 @@ def build_parser() -> argparse.ArgumentParser:
     ens.add_argument("--experiment", help="MLflow experiment of the run (default: the first member's)")
     ens.add_argument("--device", default="auto")
     ens.set_defaults(func=cmd_ensemble)
+
+    exp = sub.add_parser(
+        "export",
+        help="export a logged model as a graph for fast CPU inference, logged back to its run (model/export/)",
+    )
+    exp.add_argument("--run-id", required=True)
+    exp.add_argument("--format", choices=["onnx", "torch-export"], default="onnx")
+    exp.add_argument(
+        "-o",
+        "--out",
+        type=Path,
+        help="also write a self-contained package with the export to this new folder",
+    )
+    exp.set_defaults(func=cmd_export)
 
     sc = sub.add_parser("score", help="museval-exact SDR of estimate folders against reference folders")
     sc.add_argument("reference_dir", type=Path)

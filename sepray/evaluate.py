@@ -20,6 +20,7 @@ from sepray import SOURCES, metrics, names, scoring_v3
 from sepray.bss_eval import global_scores, score_clip
 from sepray.config import run_config_from_dict
 from sepray.data import load_splits
+from sepray.data.remote import is_uri
 from sepray.data.splits import SPLITS
 from sepray.ensemble.members import separate_any
 from sepray.ensemble.runs import load_run_separator
@@ -175,7 +176,7 @@ def split_songs(data, sample_rate: int, split: str, data_path: str | os.PathLike
     """The songs of ``split`` of a run's data config (or of another copy of its data set at ``data_path``) at
     ``sample_rate`` -> (the data config used, songs); UsageError when the split is unknown or has no songs."""
     if data_path is not None:
-        if not Path(data_path).exists():
+        if not is_uri(str(data_path)) and not Path(data_path).exists():
             raise MissingFileError(f"{data_path}: no such dataset folder")
         # another copy of the run's data set: its layout is detected again; a single root's split (a split
         # file, mir1k-standard) still applies, a list of roots' do not

@@ -14,6 +14,10 @@ SIGNATURE = "sepray.signature"  # RunConfig.signature(): one child run per confi
 TRIAL_ID = "sepray.trial_id"
 RAY_NODE_ID = "sepray.ray_node_id"  # the Ray node a trial's run trained on (the last one, after a retry)
 RAY_NODE_IDS = "sepray.ray_node_ids"  # every Ray node it trained on, in order, comma-separated
+# what a trial's process saw: its CUDA_VISIBLE_DEVICES ("" when Ray gave it no GPU, "unset" outside Ray), and
+# the torch device it trained on (cpu, cuda)
+CUDA_VISIBLE_DEVICES = "sepray.cuda_visible_devices"
+TRAIN_DEVICE = "sepray.train_device"
 RETRIES = "sepray.retries"  # how many times Ray restarted the trial (node died, crash) from a checkpoint
 PREVIOUS_TRIAL_ID = "sepray.previous_trial_id"
 SAMPLED = "sepray.sampled"  # JSON of the searched values that were active
@@ -66,6 +70,7 @@ TRIAL_LIMIT = "budget.trial_seconds"  # train.max_seconds: the trial ends after 
 # -- metrics -----------------------------------------------------------------------------------------------
 VALID_LOSS = "valid_loss"
 TRAIN_LOSS = "train_loss"  # the mean training objective of an epoch (the model's whole training loss)
+DATA_WAIT_SHARE = "data_wait_share"  # share of an epoch's training time spent waiting for the next batch
 TRAIN_CONFUSION_LOSS = "train_confusion_loss"  # domain classifier cross-entropy (UMT confusion loss)
 TRAIN_DOMAIN_ACCURACY = "train_domain_accuracy"  # domain classifier accuracy on the training crops
 # the extra terms a model's training_loss may report, by the key it uses -> the metric logged for it

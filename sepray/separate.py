@@ -15,7 +15,6 @@ import functools
 import math
 import os
 import sys
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -342,17 +341,14 @@ def separate_file(
     return target
 
 
-def load_run_model(run_id: str, device: torch.device | str = "cpu", uri: str | None = None):
-    """Download and load the model package logged by MLflow run ``run_id`` -> (model, PackageInfo)."""
-    from sepray import tracking
-    from sepray.package import PackageError, load_package
+def load_run_model(run_id: str, device="cpu", uri: str | None = None, engine: str = "torch", log=None):
+    """The model package of MLflow run ``run_id`` -> (model, PackageInfo); ``engine``: torch (eager) | onnx |
+    torch-export (the run's exported graph, :func:`sepray.export.load_package_engine`)."""
+    from sepray.export.package import load_package_engine
+    from sepray.package import run_package
 
-    with tempfile.TemporaryDirectory(prefix="sepray-package-") as tmp:
-        pkg = tracking.download_package(run_id, tmp, uri)
-        try:
-            return load_package(pkg, device)
-        except PackageError as exc:  # name the run's artifact, not the temporary download folder
-            raise PackageError(str(exc).replace(str(pkg), f"run {run_id}: artifact {pkg.name}")) from None
+    with run_package(run_id, uri) as package:
+        return load_package_engine(package, engine, device, log)
 
 
 def separate_run(
@@ -365,11 +361,13 @@ def separate_run(
     show_progress: bool = True,
     log: Callable[[str], None] | None = None,
     max_memory: int | None = None,
+    engine: str = "torch",
 ) -> list[Path]:
     """``sepray separate``: check every input and output folder, load the run's model, separate each file;
     return the output folders. ``log`` gets a line for each previous separation replaced, each stale partial
     one removed (:func:`remove_stale_partials`) and each song written as float.
 
+    ``engine``: torch | onnx | torch-export (the run's export, made on the fly if absent; CPU: auto = cpu).
     ``chunk_seconds=None``: the longest chunk whose model call fits ``max_memory`` bytes (default: half the
     free memory of the device, at most 2 GiB; see :mod:`sepray.chunk_budget`).
     """
@@ -384,11 +382,11 @@ def separate_run(
     for path in paths:
         check_output_folder(outdir / path.stem, paths)
     remove_stale_partials(outdir, log)
-    dev = resolve_device(device)
-    model, info = load_run_model(run_id, dev, uri)
+    dev = resolve_device("cpu" if engine != "torch" and device == "auto" else device)
+    model, info = load_run_model(run_id, dev, uri, engine, log)
     if chunk_seconds is None:
         budget = default_max_memory(dev) if max_memory is None else max_memory
-        chunk_seconds = auto_chunk_seconds(model, info.sample_rate, budget, dev)
+        chunk_seconds = auto_chunk_seconds(getattr(model, "eager", model), info.sample_rate, budget, dev)
         if show_progress:
             print(f"{chunk_seconds:.3g} s chunks (memory budget {format_memory(budget)})", file=sys.stderr)
     return [separate_file(model, info, p, outdir, dev, chunk_seconds, show_progress, log) for p in paths]

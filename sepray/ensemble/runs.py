@@ -8,7 +8,6 @@ from __future__ import annotations
 import math
 import os
 import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from sepray.ensemble.members import Ensemble
 from sepray.ensemble.package import load_members
 from sepray.errors import UsageError
 from sepray.output_folders import check_separation
-from sepray.package import PackageError
+from sepray.package import run_package
 from sepray.separate import load_run_model, separate_file
 from sepray.separate import separate_run as separate_model_run
 
@@ -31,14 +30,8 @@ def is_ensemble_run(run_id: str, uri: str | None = None) -> bool:
 
 def load_run_ensemble(run_id: str, device: torch.device | str = "cpu", uri: str | None = None) -> Ensemble:
     """Download and load the ensemble package logged by run ``run_id``, its members on ``device``."""
-    with tempfile.TemporaryDirectory(prefix="sepray-ensemble-") as tmp:
-        package = tracking.download_package(run_id, tmp, uri)
-        try:
-            return Ensemble(*load_members(package, device))
-        except PackageError as exc:  # name the run's artifact, not the temporary download folder
-            raise PackageError(
-                str(exc).replace(str(package), f"run {run_id}: artifact {package.name}")
-            ) from None
+    with run_package(run_id, uri) as package:  # errors name the run's artifact
+        return Ensemble(*load_members(package, device))
 
 
 def load_run_separator(run_id: str, device: torch.device | str = "cpu", uri: str | None = None):

@@ -133,7 +133,7 @@ def load_spec(path: str | Path, overrides=(), smoke_test: bool = False) -> Sweep
     label = str(path)
     if not path.is_file():
         raise SpecError(f"{label}: no such sweep spec")
-    raw = load_yaml(path.read_text(), label, SpecError) or {}
+    raw = load_yaml(path.read_bytes(), label, SpecError) or {}
     return parse_spec(raw, label, overrides, smoke_test)
 
 
@@ -145,10 +145,10 @@ def parse_spec(raw: Any, label: str = "spec", overrides=(), smoke_test: bool = F
     if smoke is not None and not isinstance(smoke, dict):
         raise SpecError(f"{label}: smoke_test: expected a mapping of dotted spec keys to values")
     if smoke_test:
-        if "num_samples" in (raw.get("search") or {}):
-            raw["search"]["num_samples"] = min(int(raw["search"]["num_samples"]), 6)
+        if isinstance(search := raw.get("search"), dict) and search.get("num_samples") is not None:
+            search["num_samples"] = min(coerce(search["num_samples"], int, f"{label}: search.num_samples"), 6)
         if "top_k" in raw:
-            raw["top_k"] = min(int(raw["top_k"]), DEFAULT_SMOKE["top_k"])
+            raw["top_k"] = min(coerce(raw["top_k"], int, f"{label}: top_k"), DEFAULT_SMOKE["top_k"])
         for key, value in {**DEFAULT_SMOKE, **(smoke or {})}.items():
             set_spec_key(raw, str(key), value, f"{label}: smoke_test.{key}")
         raw["name"] = f"{raw.get('name')}-smoke"

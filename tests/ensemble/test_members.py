@@ -4,10 +4,8 @@ the chunk lengths."""
 
 from __future__ import annotations
 
-import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,6 +18,7 @@ from sepray.ensemble.members import Ensemble
 from sepray.ensemble.package import load_members
 from sepray.ensemble.weights import combine
 from sepray.separate import separate_file, separate_song, separate_stream
+from tests.test_streaming import long_file_peak_growth
 
 
 def song_file(path, seconds=2.3, rate=22050, channels=2, peak=0.9):
@@ -129,20 +128,6 @@ MEMORY_PROBE = textwrap.dedent(
 def test_memory_stays_bounded_on_a_long_file(tmp_path):
     """10 minutes of 16 kHz mono (38 MB decoded as float32) through both members: the peak RSS grows by a small
     fraction of that (the members stream in step; only the gap between them is held)."""
-    rate, seconds = 16000, 600
-    rng = np.random.default_rng(0)
-    for name, length in (("long", seconds), ("short", 30)):
-        with sf.SoundFile(str(tmp_path / f"{name}.wav"), "w", rate, 1, subtype="PCM_16") as f:
-            for _ in range(length // 10):  # never holds the song
-                f.write((rng.standard_normal(10 * rate) * 0.1).astype(np.float32))
-    decoded = seconds * rate * 4
-    proc = subprocess.run(
-        [sys.executable, "-c", MEMORY_PROBE, *(str(tmp_path / n) for n in ("long.wav", "short.wav", "out"))],
-        cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    growth = int(proc.stdout.strip().splitlines()[-1])
+    growth, decoded = long_file_peak_growth(tmp_path, MEMORY_PROBE)
     print(f"peak RSS growth {growth / 1e6:.1f} MB for a {decoded / 1e6:.0f} MB song")
     assert growth < decoded / 4, f"peak RSS grew by {growth / 1e6:.1f} MB for a {decoded / 1e6:.0f} MB song"
-    info = sf.info(str(tmp_path / "out" / "long" / "vocals.wav"))
-    assert (info.samplerate, info.channels, info.frames) == (rate, 1, seconds * rate)

@@ -107,7 +107,7 @@ def test_a_member_that_does_not_match_its_entry_or_lost_its_weights(ensemble_pac
 
 
 def test_the_single_model_loader_refuses_an_ensemble_and_the_reverse(ensemble_package, member_packages):
-    with pytest.raises(PackageError, match="not a sepray model package"):
+    with pytest.raises(PackageError, match="an ensemble of models, not one model: `sepray separate`"):
         read_package_info(ensemble_package)
     with pytest.raises(PackageError, match="not a sepray ensemble package"):
         read_ensemble_config(member_packages[0])

@@ -40,7 +40,8 @@ def runs(tmp_path_factory):
     """uri, work folder, and run ids: the two members, a run on other data, a run without a package."""
     work = tmp_path_factory.mktemp("duo")
     uri = f"sqlite:///{work / 'mlflow.db'}"
-    os.environ["MLFLOW_TRACKING_URI"] = uri
+    patch = pytest.MonkeyPatch()
+    patch.setenv("MLFLOW_TRACKING_URI", uri)  # for the subprocesses and `main` alike
     first, second = member_configs_raw()
     other = copy.deepcopy(first)
     other["data"]["synth_seed"] = 7  # other songs: no common validation songs
@@ -51,7 +52,7 @@ def runs(tmp_path_factory):
         "bare": _log_run(uri, first, 3, "no package", package=False),
     }
     yield uri, work, ids
-    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    patch.undo()
 
 
 def sepray(*args: str, cwd: Path) -> subprocess.CompletedProcess:

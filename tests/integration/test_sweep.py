@@ -132,6 +132,22 @@ def test_smoke_sweep_logs_parent_and_one_child_per_configuration(sweep):
             } <= files, files
 
 
+def test_gpu_auto_trains_on_the_cpu_of_a_machine_without_gpus(sweep):
+    """quickstart.yaml says resources.gpu: auto: on this local Ray instance without a GPU it resolves to 0 (the
+    driver says so), and every trial ran on the CPU with CUDA_VISIBLE_DEVICES set to "" by Ray."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: benchmarks/gpu_check.py runs this spec on its GPU")
+    work, uri, stdout = sweep
+    assert "resources.gpu auto: 0 GPU, the trials train on CPUs (the local Ray instance has no GPU)" in stdout
+    parent = next(r for r in tracking.find_runs(NAME, uri=uri) if r.data.tags.get("sepray.kind") == "sweep")
+    assert json.loads(parent.data.params["resources"])["gpu"] == 0.0  # the choice, as the sweep ran
+    for child in tracking.child_runs(NAME, parent.info.run_id, uri):
+        tags = child.data.tags
+        assert (tags["sepray.cuda_visible_devices"], tags["sepray.train_device"]) == ("", "cpu"), tags
+
+
 def test_asha_stopped_a_trial_early(sweep):
     work, uri, _ = sweep
     parent = next(r for r in tracking.find_runs(NAME, uri=uri) if r.data.tags.get("sepray.kind") == "sweep")
