@@ -16,6 +16,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -238,6 +239,7 @@ class TrainConfig:
     valid_seconds: float = 2.0
     max_seconds: float | None = None  # wall-clock budget; training stops after the epoch that passes it
     threads: int | None = None  # torch CPU threads; None leaves torch's default
+    prefetch_batches: int = 2  # training batches drawn ahead in a background thread (0: each in its step)
     eval_chunk_seconds: float = 10.0  # chunk length for full-song inference in evaluate / separate
 
     def __post_init__(self) -> None:
@@ -245,8 +247,12 @@ class TrainConfig:
             raise ValueError("epochs, steps_per_epoch and batch_size must be >= 1")
         if self.lr <= 0 or self.segment_seconds <= 0:
             raise ValueError("lr and segment_seconds must be > 0")
+        if self.prefetch_batches < 0:
+            raise ValueError(f"prefetch_batches must be >= 0, got {self.prefetch_batches}")
         if self.loss not in ("auto", "mse", "l1", "sdr"):
             raise ValueError(f"loss must be auto, mse, l1 or sdr, got {self.loss!r}")
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
+            raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
 
 
 @dataclass(frozen=True)
@@ -297,7 +303,7 @@ def read_config_source(source: str | Path) -> tuple[dict[str, Any], str]:
         if not path.is_file():
             raise ConfigError(f"{path}: no such config file")
         label = str(path)
-        text = path.read_text()
+        text = path.read_bytes()
     else:
         name = str(source)
         if name not in preset_names():

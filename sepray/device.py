@@ -11,13 +11,16 @@ from sepray.errors import UsageError
 
 
 def resolve_device(name: str = "auto") -> torch.device:
-    """``auto`` -> CUDA when present, else CPU. A CUDA request on a machine without CUDA is an error."""
+    """``auto`` -> CUDA when present, else CPU. Another device type, or a CUDA request on a machine without CUDA,
+    is an error."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise UsageError(f"device {name!r}: expected auto, cpu, cuda or cuda:N") from None
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):  # mps, meta, xpu ...: sepray runs on neither
+        raise UsageError(f"device {name!r}: expected auto, cpu, cuda or cuda:N")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UsageError(f"device {name!r}: CUDA is not available on this machine")
     return device

@@ -6,12 +6,14 @@ No file I/O, no global state.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from fractions import Fraction
 
 import torch
 import torchaudio.functional as AF
+from torchaudio.functional.functional import _apply_sinc_resample_kernel, _get_sinc_resample_kernel
 
 MU_LAW_CLASSES = 256
 
@@ -41,10 +43,24 @@ def mu_law_class_values(classes: int = MU_LAW_CLASSES, device=None) -> torch.Ten
 
 
 def resample(x: torch.Tensor, orig_sr: int, new_sr: int) -> torch.Tensor:
-    """Band-limited resampling along the last axis. (..., T) -> (..., T * new_sr / orig_sr)."""
+    """Band-limited resampling along the last axis. (..., T) -> (..., T * new_sr / orig_sr).
+
+    ``torchaudio.functional.resample`` with its defaults, the same numbers, with the filter built once per pair
+    of rates (:func:`_resampling_kernel`).
+    """
     if orig_sr == new_sr:
         return x
-    return AF.resample(x, orig_sr, new_sr)
+    if not (orig_sr > 0 and new_sr > 0):
+        raise ValueError(f"sample rates must be positive, got {orig_sr} and {new_sr}")
+    kernel, width = _resampling_kernel(int(orig_sr), int(new_sr), x.device, x.dtype)
+    return _apply_sinc_resample_kernel(x, orig_sr, new_sr, math.gcd(orig_sr, new_sr), kernel, width)
+
+
+@functools.lru_cache(maxsize=32)
+def _resampling_kernel(orig_sr: int, new_sr: int, device: torch.device, dtype: torch.dtype):
+    """torchaudio's sinc filter bank for one pair of rates (Hann window, width 6, rolloff 0.99): building it
+    took longer than applying it (44.1 kHz <-> 8 kHz: 0.19 s, against 0.1 s to filter 30 s of stereo)."""
+    return _get_sinc_resample_kernel(orig_sr, new_sr, math.gcd(orig_sr, new_sr), device=device, dtype=dtype)
 
 
 def resampling_period(orig_sr: int, new_sr: int) -> tuple[int, int, int]:

@@ -30,3 +30,13 @@ class NoSpaceError(UserPathError):
 
 class SweepError(UserError, RuntimeError):
     """A sweep that cannot start, resume or be scheduled; one line."""
+
+
+class ExportError(UserError, ValueError):
+    """A model that cannot be exported as a graph, or an exported graph that cannot be used; one line."""
+
+
+def error_text(exc: BaseException) -> str:
+    """``Type: first line of the message``, at most 500 characters (the ``sepray.last_error`` tag of a run)."""
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}"[:500]

@@ -6,8 +6,11 @@ the package format version and the sepray version that wrote it. No classes are 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import tempfile
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +19,7 @@ import torch
 
 import sepray
 from sepray.atomic import folder_written_atomically
-from sepray.errors import UserError
+from sepray.errors import ExportError, UserError
 from sepray.models import REGISTRY, Separator, build_model
 
 FORMAT = "sepray-model"
@@ -64,9 +67,16 @@ def read_package_info(directory: str | os.PathLike) -> PackageInfo:
     if not path.is_file():
         raise PackageError(f"{path}: missing; a sepray model package holds {CONFIG_FILE} and {WEIGHTS_FILE}")
     try:
-        meta = json.loads(path.read_text())
+        meta = json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError:
+        raise PackageError(f"{path}: not UTF-8 text, not a sepray model package") from None
     except json.JSONDecodeError as exc:
         raise PackageError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    if isinstance(meta, dict) and meta.get("format") == "sepray-ensemble":  # sepray.ensemble.package.FORMAT
+        raise PackageError(
+            f"{path}: an ensemble of models, not one model: `sepray separate` and `sepray evaluate` take its run, "
+            "`sepray export` takes each member's run"
+        )
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise PackageError(f'{path}: not a sepray model package (expected "format": "{FORMAT}")')
     version = meta.get("format_version")
@@ -78,7 +88,7 @@ def read_package_info(directory: str | os.PathLike) -> PackageInfo:
     if meta.get("model") not in REGISTRY:
         raise PackageError(f"{path}: unknown model {meta.get('model')!r}; expected one of {sorted(REGISTRY)}")
     try:
-        return PackageInfo(
+        info = PackageInfo(
             model=meta["model"],
             config=dict(meta["config"]),
             sample_rate=int(meta["sample_rate"]),
@@ -89,6 +99,14 @@ def read_package_info(directory: str | os.PathLike) -> PackageInfo:
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise PackageError(f"{path}: missing or invalid field ({exc})") from None
+    for key, value in (("sample_rate", info.sample_rate), ("audio_channels", info.audio_channels)):
+        if value < 1 or value != meta[key]:
+            raise PackageError(f"{path}: {key} must be a whole number >= 1, got {meta[key]!r}")
+    if not info.sources or not all(isinstance(s, str) for s in info.sources):
+        raise PackageError(
+            f"{path}: sources must be a non-empty list of source names, got {meta['sources']!r}"
+        )
+    return info
 
 
 def load_package(
@@ -109,3 +127,18 @@ def load_package(
     except Exception as exc:
         raise PackageError(f"{weights}: cannot load weights ({str(exc).splitlines()[0]})") from None
     return model.to(device).eval(), info
+
+
+@contextlib.contextmanager
+def run_package(run_id: str, uri: str | None = None) -> Iterator[Path]:
+    """Download the model package (``model/``, with its exports) of MLflow run ``run_id`` into a temporary folder
+    for the ``with`` block; a package or export error in it names the run's artifact, not the temporary path."""
+    from sepray import tracking
+
+    with tempfile.TemporaryDirectory(prefix="sepray-package-") as tmp:
+        package = tracking.download_package(run_id, tmp, uri)
+        try:
+            yield package
+        except (PackageError, ExportError) as exc:
+            where = f"run {run_id}: artifact {package.name}"
+            raise type(exc)(str(exc).replace(str(package), where)) from None

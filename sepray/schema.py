@@ -6,6 +6,7 @@ dotted key. Imports nothing of sepray but :mod:`sepray.errors`.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from typing import Any
@@ -19,9 +20,18 @@ class ConfigError(UserError, ValueError):
     """A configuration problem; the message names the file and key."""
 
 
-def load_yaml(text: str, label: str, error: type = ConfigError) -> Any:
-    """Parse YAML ``text``; malformed YAML is an ``error`` (default :class:`ConfigError`) on one line:
-    ``LABEL: line L, column C: what is wrong`` (and where the construct it breaks started)."""
+def load_yaml(text: str | bytes, label: str, error: type = ConfigError) -> Any:
+    """Parse YAML ``text`` (or a file's bytes, which must be UTF-8); malformed YAML is an ``error`` (default
+    :class:`ConfigError`) on one line: ``LABEL: line L, column C: what is wrong`` (and where the construct it
+    breaks started)."""
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            line = text[: exc.start].count(b"\n") + 1
+            raise error(
+                f"{label}: not UTF-8 text (byte 0x{text[exc.start]:02x} on line {line}); save it as UTF-8"
+            ) from None
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -136,14 +146,19 @@ def coerce(value: Any, hint: Any, where: str) -> Any:
             return int(value)
         raise ConfigError(f"{where}: expected an integer, got {value!r}")
     if hint is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
+            number = float(value)
+        elif isinstance(value, str):
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
-        raise ConfigError(f"{where}: expected a number, got {value!r}")
+        if number is None:
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        if not math.isfinite(number):  # .nan / .inf in YAML: never a meaningful setting
+            raise ConfigError(f"{where}: expected a finite number, got {value!r}")
+        return number
     if hint is str:
         if isinstance(value, str):
             return value

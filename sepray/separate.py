@@ -15,10 +15,8 @@ import functools
 import math
 import os
 import sys
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Protocol
 
 import torch
 
@@ -26,7 +24,7 @@ from sepray import SOURCES, dsp
 from sepray.audio import AudioReader, AudioWriter
 from sepray.device import generation_threads, torch_threads
 from sepray.errors import UsageError
-from sepray.headroom import level_of, write_unclipped
+from sepray.headroom import BlockReader, level_of, write_unclipped
 from sepray.models import Separator
 from sepray.output_folders import (
     SEPARATION,
@@ -222,16 +220,6 @@ def _add_high_band(est: dict[str, torch.Tensor], high: torch.Tensor) -> None:
     est[HIGH_BAND_SOURCE] = est[HIGH_BAND_SOURCE] + high
 
 
-class BlockReader(Protocol):
-    """What :func:`separate_stream` reads from: :class:`sepray.audio.AudioReader` or an equivalent."""
-
-    samplerate: int
-    channels: int
-    frames: int
-
-    def read(self, start: int, stop: int) -> torch.Tensor: ...
-
-
 @torch.no_grad()
 def separate_stream(
     model: Separator,
@@ -303,7 +291,8 @@ def separate_file(
 
     16-bit PCM, or 32-bit float when the input is float or an estimate exceeds full scale (``log`` says so).
 
-    Streams the file (:func:`separate_stream`): memory does not grow with the song's length. The song's folder
+    Streams the file (:func:`separate_stream`; ``model`` may also be an ensemble, whose ``file_stream`` streams
+    its members, :mod:`sepray.ensemble.members`): memory does not grow with the song's length. The song's folder
     is written under a temporary name and renamed into place when complete; nothing is left on an error (nor
     the folders it created). A previous separation already at ``outdir/<song>`` is replaced (``log`` says
     so); anything else there is an error and is left untouched (:func:`check_output_folder`).
@@ -313,11 +302,17 @@ def separate_file(
         target = outdir / path.stem
         if check_output_folder(target, [path]) and log is not None:
             log(f"replacing the previous separation in {target}")
-        length = dsp.resampled_length(reader.frames, reader.samplerate, info.sample_rate)
-        chunk = max(1, round(chunk_seconds * info.sample_rate))
-        n = count_chunks(model, length, chunk)
-        progress = stack.enter_context(separation_progress(model, n, chunk, path.name, show_progress))
-        stack.enter_context(torch_threads(generation_threads(model, device)))
+        file_stream = getattr(model, "file_stream", None)  # an ensemble streams its members (sepray.ensemble)
+        if file_stream is None:
+            length = dsp.resampled_length(reader.frames, reader.samplerate, info.sample_rate)
+            chunk = max(1, round(chunk_seconds * info.sample_rate))
+            n = count_chunks(model, length, chunk)
+            progress = stack.enter_context(separation_progress(model, n, chunk, path.name, show_progress))
+            stack.enter_context(torch_threads(generation_threads(model, device)))
+            args = {"model_rate": info.sample_rate, "chunk_seconds": chunk_seconds, "device": device}
+            stream = functools.partial(separate_stream, model, progress=progress, **args)
+        else:
+            stream = stack.enter_context(file_stream(reader, chunk_seconds, device, path.name, show_progress))
         created = missing_folders(outdir)
         stack.push(functools.partial(remove_if_failed, created))
         outdir.mkdir(parents=True, exist_ok=True)
@@ -330,7 +325,7 @@ def separate_file(
                 for name in SOURCES
             }
             notes = [level.note(path)]
-            blocks = separate_stream(model, level.reader, info.sample_rate, chunk_seconds, device, progress)
+            blocks = stream(level.reader)
             for block in blocks:
                 if (peak := write_unclipped(writers, level.restore(block))) is not None:
                     notes.append(f"{path}: an estimate peaks at {peak:.2f}: written as 32-bit float WAVs")
@@ -346,17 +341,14 @@ def separate_file(
     return target
 
 
-def load_run_model(run_id: str, device: torch.device | str = "cpu", uri: str | None = None):
-    """Download and load the model package logged by MLflow run ``run_id`` -> (model, PackageInfo)."""
-    from sepray import tracking
-    from sepray.package import PackageError, load_package
+def load_run_model(run_id: str, device="cpu", uri: str | None = None, engine: str = "torch", log=None):
+    """The model package of MLflow run ``run_id`` -> (model, PackageInfo); ``engine``: torch (eager) | onnx |
+    torch-export (the run's exported graph, :func:`sepray.export.load_package_engine`)."""
+    from sepray.export.package import load_package_engine
+    from sepray.package import run_package
 
-    with tempfile.TemporaryDirectory(prefix="sepray-package-") as tmp:
-        pkg = tracking.download_package(run_id, tmp, uri)
-        try:
-            return load_package(pkg, device)
-        except PackageError as exc:  # name the run's artifact, not the temporary download folder
-            raise PackageError(str(exc).replace(str(pkg), f"run {run_id}: artifact {pkg.name}")) from None
+    with run_package(run_id, uri) as package:
+        return load_package_engine(package, engine, device, log)
 
 
 def separate_run(
@@ -369,11 +361,13 @@ def separate_run(
     show_progress: bool = True,
     log: Callable[[str], None] | None = None,
     max_memory: int | None = None,
+    engine: str = "torch",
 ) -> list[Path]:
     """``sepray separate``: check every input and output folder, load the run's model, separate each file;
     return the output folders. ``log`` gets a line for each previous separation replaced, each stale partial
     one removed (:func:`remove_stale_partials`) and each song written as float.
 
+    ``engine``: torch | onnx | torch-export (the run's export, made on the fly if absent; CPU: auto = cpu).
     ``chunk_seconds=None``: the longest chunk whose model call fits ``max_memory`` bytes (default: half the
     free memory of the device, at most 2 GiB; see :mod:`sepray.chunk_budget`).
     """
@@ -388,11 +382,11 @@ def separate_run(
     for path in paths:
         check_output_folder(outdir / path.stem, paths)
     remove_stale_partials(outdir, log)
-    dev = resolve_device(device)
-    model, info = load_run_model(run_id, dev, uri)
+    dev = resolve_device("cpu" if engine != "torch" and device == "auto" else device)
+    model, info = load_run_model(run_id, dev, uri, engine, log)
     if chunk_seconds is None:
         budget = default_max_memory(dev) if max_memory is None else max_memory
-        chunk_seconds = auto_chunk_seconds(model, info.sample_rate, budget, dev)
+        chunk_seconds = auto_chunk_seconds(getattr(model, "eager", model), info.sample_rate, budget, dev)
         if show_progress:
             print(f"{chunk_seconds:.3g} s chunks (memory budget {format_memory(budget)})", file=sys.stderr)
     return [separate_file(model, info, p, outdir, dev, chunk_seconds, show_progress, log) for p in paths]

@@ -3,7 +3,9 @@
 Default store: ``sqlite:///<cwd>/mlflow.db`` with artifacts in ``<cwd>/mlartifacts``; ``MLFLOW_TRACKING_URI``
 overrides (a server such as ``http://head:5000`` on a cluster). Every call goes through ``MlflowClient`` with an
 explicit run id (no global "active run"), so trainers in threads, processes and Ray workers never mix runs up.
-Writes are retried when sqlite reports a lock, so concurrent trials do not lose them.
+Writes are retried when sqlite reports a lock, so concurrent trials do not lose them. A local sqlite store is
+checked before mlflow opens it, and a store that fails (full, read-only) is named in one line
+(:mod:`sepray.tracking_store`).
 """
 
 from __future__ import annotations
@@ -23,38 +25,22 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from sepray import names
-from sepray.errors import UserError
 from sepray.numbers import is_finite
+from sepray.tracking_store import (  # noqa: F401  (DEFAULT_DB, TrackingError: part of this API)
+    DEFAULT_DB,
+    TrackingError,
+    check_store,
+    default_artifact_root,
+    store_failure,
+    tracking_uri,
+)
 
 # MLflow draws a progress bar on stderr for every artifact download; our commands keep stderr for messages.
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
-DEFAULT_DB = "mlflow.db"
 PACKAGE_ARTIFACT = "model"
 RUN_CONFIG_ARTIFACT = "run_config.json"
 T = TypeVar("T")
-
-
-class TrackingError(UserError, RuntimeError):
-    """A tracking problem a user must fix (unknown run, no package, unreachable store): one line."""
-
-
-def tracking_uri(uri: str | None = None) -> str:
-    """The tracking URI in force: ``uri``, else ``$MLFLOW_TRACKING_URI``, else an absolute local sqlite file."""
-    uri = uri or os.environ.get("MLFLOW_TRACKING_URI")
-    if not uri:
-        return f"sqlite:///{Path.cwd() / DEFAULT_DB}"
-    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        # make relative sqlite paths absolute so Ray workers with another cwd share the same file
-        return f"sqlite:///{Path(uri[len('sqlite:///') :]).resolve()}"
-    return uri
-
-
-def default_artifact_root(uri: str) -> str | None:
-    """Artifacts of a local sqlite store go beside the database file; a server decides for itself."""
-    if uri.startswith("sqlite:///"):
-        return (Path(uri[len("sqlite:///") :]).parent / "mlartifacts").resolve().as_uri()
-    return None
 
 
 # A tracking server that is down (restarting, a network outage) is waited for: every call is retried with a
@@ -92,8 +78,9 @@ def _transient(exc: Exception) -> bool:
     return any(word in text for word in TRANSIENT)
 
 
-def _retry(fn: Callable[[], T]) -> T:
-    """``fn()``, retried while the store is locked or unreachable, for at most :func:`retry_seconds`."""
+def _retry(fn: Callable[[], T], uri: str | None = None) -> T:
+    """``fn()``, retried while the store at ``uri`` is locked or unreachable, for at most :func:`retry_seconds`;
+    a store that cannot go on (full, read-only, damaged) is a TrackingError naming it."""
     window = retry_seconds()
     deadline = time.monotonic() + window
     delay = 0.05
@@ -101,6 +88,9 @@ def _retry(fn: Callable[[], T]) -> T:
         try:
             return fn()
         except Exception as exc:  # MlflowException, or sqlalchemy's OperationalError raw in some paths
+            failure = store_failure(exc, tracking_uri(uri))
+            if failure is not None:
+                raise TrackingError(failure) from exc
             if not _transient(exc):
                 raise
             if time.monotonic() + delay > deadline:
@@ -114,8 +104,18 @@ def _retry(fn: Callable[[], T]) -> T:
         delay = min(delay * 2, MAX_RETRY_DELAY_S)
 
 
-def client(uri: str | None = None) -> MlflowClient:
-    return MlflowClient(tracking_uri=tracking_uri(uri))
+def client(uri: str | None = None, need: str = "read") -> MlflowClient:
+    """A client of the store at ``uri``, checked first (once per process) for ``need``: read | write | create."""
+    uri = tracking_uri(uri)
+    check_store(uri, need)
+    return MlflowClient(tracking_uri=uri)
+
+
+def check(need: str = "read", uri: str | None = None) -> str:
+    """Check the store at ``uri`` (default: the one in force) for ``need`` before a command's work; its URI."""
+    uri = tracking_uri(uri)
+    check_store(uri, need)
+    return uri
 
 
 def ensure_experiment(name: str, uri: str | None = None) -> str:
@@ -125,9 +125,9 @@ def ensure_experiment(name: str, uri: str | None = None) -> str:
     its Runs table rather than the GenAI overview.
     """
     uri = tracking_uri(uri)
-    c = MlflowClient(tracking_uri=uri)
+    c = client(uri, "create")
     try:
-        exp = _retry(lambda: c.get_experiment_by_name(name))
+        exp = _retry(lambda: c.get_experiment_by_name(name), uri)
     except MlflowException as exc:
         raise TrackingError(f"tracking store {uri}: {str(exc).splitlines()[0]}") from None
     if exp is not None:
@@ -138,7 +138,8 @@ def ensure_experiment(name: str, uri: str | None = None) -> str:
                 name,
                 artifact_location=default_artifact_root(uri),
                 tags={names.EXPERIMENT_KIND: names.MODEL_TRAINING},
-            )
+            ),
+            uri,
         )
     except MlflowException:
         exp = c.get_experiment_by_name(name)  # created concurrently
@@ -153,16 +154,19 @@ class Run:
     def __init__(self, run_id: str, uri: str | None = None):
         self.run_id = run_id
         self.uri = tracking_uri(uri)
-        self.client = MlflowClient(tracking_uri=self.uri)
+        self.client = client(self.uri)
+
+    def _retry(self, fn: Callable[[], T]) -> T:
+        return _retry(fn, self.uri)
 
     # -- values ---------------------------------------------------------------------------------------------
     def log_params(self, params: dict[str, Any]) -> None:
         """Log params once; values already logged (a resumed run) are skipped, not re-sent."""
-        existing = _retry(lambda: self.client.get_run(self.run_id)).data.params
+        existing = self._retry(lambda: self.client.get_run(self.run_id)).data.params
         items = [Param(k, _param_text(v)) for k, v in sorted(params.items()) if k not in existing]
         for i in range(0, len(items), 100):
             chunk = items[i : i + 100]
-            _retry(lambda chunk=chunk: self.client.log_batch(self.run_id, params=chunk))
+            self._retry(lambda chunk=chunk: self.client.log_batch(self.run_id, params=chunk))
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         now = int(time.time() * 1000)
@@ -172,39 +176,41 @@ class Run:
             if v is not None and is_finite(v)
         ]
         if items:
-            _retry(lambda: self.client.log_batch(self.run_id, metrics=items))
+            self._retry(lambda: self.client.log_batch(self.run_id, metrics=items))
 
     def set_tags(self, tags: dict[str, Any]) -> None:
         items = [RunTag(k, str(v)) for k, v in tags.items()]
         if items:
-            _retry(lambda: self.client.log_batch(self.run_id, tags=items))
+            self._retry(lambda: self.client.log_batch(self.run_id, tags=items))
 
     # -- artifacts ------------------------------------------------------------------------------------------
     def log_artifact(self, path: str | os.PathLike, artifact_path: str | None = None) -> None:
-        _retry(lambda: self.client.log_artifact(self.run_id, str(path), artifact_path))
+        self._retry(lambda: self.client.log_artifact(self.run_id, str(path), artifact_path))
 
     def log_artifacts(self, directory: str | os.PathLike, artifact_path: str | None = None) -> None:
-        _retry(lambda: self.client.log_artifacts(self.run_id, str(directory), artifact_path))
+        self._retry(lambda: self.client.log_artifacts(self.run_id, str(directory), artifact_path))
 
     def log_text(self, text: str, artifact_file: str) -> None:
-        _retry(lambda: self.client.log_text(self.run_id, text, artifact_file))
+        self._retry(lambda: self.client.log_text(self.run_id, text, artifact_file))
 
     def log_dict(self, data: dict, artifact_file: str) -> None:
         self.log_text(json.dumps(data, indent=2, sort_keys=True, default=_json_default) + "\n", artifact_file)
 
     def log_figure(self, figure, artifact_file: str) -> None:
-        _retry(lambda: self.client.log_figure(self.run_id, figure, artifact_file))
+        self._retry(lambda: self.client.log_figure(self.run_id, figure, artifact_file))
 
     def end(self, status: str = "FINISHED") -> None:
         """status: FINISHED | FAILED | KILLED."""
-        _retry(lambda: self.client.set_terminated(self.run_id, status))
+        self._retry(lambda: self.client.set_terminated(self.run_id, status))
 
     # -- reading --------------------------------------------------------------------------------------------
     def info(self):
-        return _retry(lambda: self.client.get_run(self.run_id))
+        return self._retry(lambda: self.client.get_run(self.run_id))
 
     def metric_history(self, key: str) -> list[tuple[int, float]]:
-        return [(m.step, m.value) for m in _retry(lambda: self.client.get_metric_history(self.run_id, key))]
+        return [
+            (m.step, m.value) for m in self._retry(lambda: self.client.get_metric_history(self.run_id, key))
+        ]
 
 
 def start_run(
@@ -220,7 +226,7 @@ def start_run(
     all_tags = {str(k): str(v) for k, v in (tags or {}).items()}
     if parent_run_id:
         all_tags["mlflow.parentRunId"] = parent_run_id
-    run = _retry(lambda: c.create_run(exp_id, run_name=run_name, tags=all_tags))
+    run = _retry(lambda: c.create_run(exp_id, run_name=run_name, tags=all_tags), uri)
     return Run(run.info.run_id, uri)
 
 
@@ -229,20 +235,21 @@ def attach_run(run_id: str, uri: str | None = None, reopen: bool = False) -> Run
     run = Run(run_id, uri)
     _get_run(run.client, run_id)
     if reopen:
-        _retry(lambda: run.client.update_run(run_id, status="RUNNING"))
+        run._retry(lambda: run.client.update_run(run_id, status="RUNNING"))
     return run
 
 
 def find_runs(experiment: str, filter_string: str = "", uri: str | None = None) -> list:
     """All runs of an experiment matching an MLflow filter string (e.g. "tags.sepray.trial = 'abc'")."""
     c = client(uri)
-    exp = _retry(lambda: c.get_experiment_by_name(experiment))
+    exp = _retry(lambda: c.get_experiment_by_name(experiment), uri)
     if exp is None:
         return []
     runs, token = [], None
     while True:
         page = _retry(
-            lambda t=token: c.search_runs([exp.experiment_id], filter_string, max_results=1000, page_token=t)
+            lambda t=token: c.search_runs([exp.experiment_id], filter_string, max_results=1000, page_token=t),
+            uri,
         )
         runs.extend(page)
         token = page.token
@@ -265,7 +272,7 @@ def check_run_id(run_id: str) -> str:
 def _get_run(c: MlflowClient, run_id: str):
     check_run_id(run_id)
     try:
-        return _retry(lambda: c.get_run(run_id))
+        return _retry(lambda: c.get_run(run_id), c.tracking_uri)
     except MlflowException as exc:
         if "RESOURCE_DOES_NOT_EXIST" in str(exc.error_code) or "not found" in str(exc).lower():
             raise TrackingError(f"run {run_id}: no such MLflow run in {c.tracking_uri}") from None
@@ -299,6 +306,7 @@ def download_artifacts(
 
 def download_package(run_id: str, dst: str | os.PathLike, uri: str | None = None) -> Path:
     """Download the run's model package folder (``model/``); TrackingError when it has none."""
+    get_run(run_id, uri)  # an unknown run or an unusable store is said as such, not as a missing package
     try:
         return download_artifacts(run_id, PACKAGE_ARTIFACT, dst, uri)
     except TrackingError as exc:
@@ -318,13 +326,13 @@ def register_model(run_id: str, name: str, uri: str | None = None) -> str:
     """Register the run's package in the MLflow model registry under ``name``; returns the version."""
     c = client(uri)
     try:
-        _retry(lambda: c.create_registered_model(name))
+        _retry(lambda: c.create_registered_model(name), uri)
     except MlflowException as exc:
         if "already exists" not in str(exc).lower() and "RESOURCE_ALREADY_EXISTS" not in str(exc.error_code):
             raise
     run = _get_run(c, run_id)
     source = f"{run.info.artifact_uri.rstrip('/')}/{PACKAGE_ARTIFACT}"
-    mv = _retry(lambda: c.create_model_version(name, source, run_id=run_id))
+    mv = _retry(lambda: c.create_model_version(name, source, run_id=run_id), uri)
     return str(mv.version)
 
 
@@ -356,14 +364,14 @@ def child_runs(experiment: str, parent_run_id: str, uri: str | None = None, **ta
 
 def experiment(experiment_id: str, uri: str | None = None):
     """The MLflow experiment entity with this id."""
-    return _retry(lambda: client(uri).get_experiment(experiment_id))
+    return _retry(lambda: client(uri).get_experiment(experiment_id), uri)
 
 
 def list_artifact_files(run_id: str, path: str = "", uri: str | None = None) -> list[str]:
     """Every artifact file of a run below ``path`` (recursively)."""
     c = client(uri)
     out: list[str] = []
-    for item in _retry(lambda: c.list_artifacts(run_id, path or None)):
+    for item in _retry(lambda: c.list_artifacts(run_id, path or None), uri):
         out += list_artifact_files(run_id, item.path, uri) if item.is_dir else [item.path]
     return out
 
@@ -371,9 +379,9 @@ def list_artifact_files(run_id: str, path: str = "", uri: str | None = None) -> 
 def delete_run(run_id: str, uri: str | None = None) -> None:
     """Soft-delete a run (it leaves searches and the UI's default view)."""
     c = client(uri)
-    _retry(lambda: c.delete_run(run_id))
+    _retry(lambda: c.delete_run(run_id), uri)
 
 
 def log_table(run: Run, data: dict[str, list], artifact_file: str) -> None:
     """A column -> values table as a JSON table artifact (shown as a table in the MLflow UI)."""
-    _retry(lambda: run.client.log_table(run.run_id, data=data, artifact_file=artifact_file))
+    run._retry(lambda: run.client.log_table(run.run_id, data=data, artifact_file=artifact_file))

@@ -1,7 +1,7 @@
-"""One training loop for every separator: :class:`Trainer` (an epoch at a time) and :func:`train_run`.
+"""One training loop for every separator: :class:`Trainer` (an epoch at a time).
 
-``Trainer`` knows nothing about MLflow or Ray: ``train_run`` (used by ``sepray train``) and the Ray Tune
-trainable (sepray.sweep.raytune.tuner) drive it, log what it returns and save its checkpoints.
+``Trainer`` knows nothing about MLflow or Ray: :func:`sepray.train_run.train_run` (used by ``sepray train``) and
+the Ray Tune trainable (sepray.sweep.raytune.tuner) drive it, log what it returns and save its checkpoints.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ import os
 import random
 import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,18 +19,25 @@ import torch
 
 from sepray import metrics, names
 from sepray.atomic import file_written_atomically, write_text_atomically
-from sepray.config import RunConfig, run_config_from_dict
+from sepray.checkpoint import (
+    CHECKPOINT_FILE,
+    RUN_CONFIG_FILE,
+    CheckpointError,
+    read_checkpoint,
+)
+from sepray.config import RunConfig
 from sepray.data import CropSampler, fixed_crops, load_splits
 from sepray.data.domains import check_domains, domain_index
+from sepray.data.prefetch import BatchPrefetcher
 from sepray.device import resolve_device
-from sepray.errors import MissingFileError, UsageError
+from sepray.errors import UsageError
 from sepray.losses import check_loss, separation_loss
 from sepray.models import build_model
 from sepray.numbers import nanmean, nanmedian
 from sepray.package import save_package
+from sepray.schema import ConfigError
 
-CHECKPOINT_FILE = "checkpoint.pt"
-RUN_CONFIG_FILE = "run_config.json"
+MAX_CROP_SECONDS = 600.0  # a model whose one training crop needs more input than this is misconfigured
 
 
 def seed_everything(seed: int) -> None:
@@ -73,6 +79,11 @@ class Trainer:
             self.model.input_length(max(1, round(tc.segment_seconds * sr)))
         )
         self.input_length = self.model.input_length(self.output_length)
+        if self.input_length > MAX_CROP_SECONDS * sr:
+            raise ConfigError(
+                f"model {cfg.model_name}: one training crop needs {self.input_length / sr:.3g} s of input (its "
+                f"context); over {MAX_CROP_SECONDS:g} s: use fewer levels or layers"
+            )
         # the test songs are the evaluator's (sepray/evaluate.py): training reads only train and valid
         self.splits = splits if splits is not None else load_splits(cfg.data, ("train", "valid"))
         if not self.splits.get("train"):
@@ -102,6 +113,14 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.ExponentialLR(self.optimizer, gamma=tc.lr_decay)
         self.use_amp = bool(tc.amp and self.device.type == "cuda")
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        # crops and augmentation drawn ahead in a thread (the same batches), pinned for non-blocking GPU copies
+        self.batches = BatchPrefetcher(
+            self.sampler,
+            tc.batch_size,
+            tc.prefetch_batches,
+            pin_memory=self.device.type == "cuda",
+            device=self.device,
+        )
         self.epoch = 0
         self.step = 0
         self.train_seconds = 0.0
@@ -133,17 +152,22 @@ class Trainer:
             return self.model.validation_output(mix, target, self.net)
 
     def train_epoch(self, on_step=None) -> dict[str, float]:
-        """Run ``steps_per_epoch`` optimizer steps. Returns {"train_loss", "lr", "steps_per_second"} and the
-        epoch means of the model's extra terms (``train_confusion_loss``, ``train_domain_accuracy``)."""
+        """Run ``steps_per_epoch`` optimizer steps. Returns {"train_loss", "lr", "steps_per_second",
+        "data_wait_share"} and the epoch means of the model's extra terms (``train_confusion_loss``,
+        ``train_domain_accuracy``)."""
         tc = self.cfg.train
         self.model.train()
         losses = []
         extras: dict[str, list[float]] = {}
+        waited = self.batches.wait_seconds
         start = time.perf_counter()
-        for _ in range(tc.steps_per_epoch):
-            mix, target, domains = self.sampler.labelled_batch(tc.batch_size)
-            mix, target = mix.to(self.device), target.to(self.device)
-            domains = None if domains is None else domains.to(self.device)
+        for i in range(tc.steps_per_epoch):
+            # the batches the run still takes: the prefetch thread draws none past the last one
+            left = max(tc.epochs * tc.steps_per_epoch - self.step, tc.steps_per_epoch - i)
+            mix, target, domains = self.batches.next(remaining=left)
+            mix = mix.to(self.device, non_blocking=True)
+            target = target.to(self.device, non_blocking=True)
+            domains = None if domains is None else domains.to(self.device, non_blocking=True)
             loss, extra = self._training_loss(mix, target, domains)
             for key, value in extra.items():
                 extras.setdefault(names.TRAIN_EXTRAS[key], []).append(float(value))
@@ -169,6 +193,7 @@ class Trainer:
             names.TRAIN_LOSS: float(np.mean(losses)),
             "lr": lr,
             "steps_per_second": tc.steps_per_epoch / elapsed,
+            names.DATA_WAIT_SHARE: (self.batches.wait_seconds - waited) / elapsed,
             **{name: float(np.mean(values)) for name, values in extras.items()},
         }
 
@@ -222,7 +247,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
-            "sampler": self.sampler.state_dict(),
+            "sampler": self.batches.state_dict(),  # after the last batch trained on, not the ones drawn ahead
             "epoch": self.epoch,
             "step": self.step,
             "train_seconds": self.train_seconds,
@@ -235,11 +260,13 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
-        self.sampler.load_state_dict(state["sampler"])
+        self.batches.load_state_dict(state["sampler"])
         self.epoch = int(state["epoch"])
         self.step = int(state["step"])
         self.train_seconds = float(state["train_seconds"])
-        torch.set_rng_state(state["torch_rng"])
+        # a checkpoint loaded with map_location="cuda" moves every tensor there; the CPU generator's state is a
+        # CPU byte tensor
+        torch.set_rng_state(state["torch_rng"].to("cpu", torch.uint8))
         self.history = json.loads(state["history"])
 
     def save_checkpoint(self, directory: str | os.PathLike) -> Path:
@@ -252,11 +279,17 @@ class Trainer:
         )
         return directory / CHECKPOINT_FILE
 
-    def load_checkpoint(self, directory: str | os.PathLike) -> None:
-        path = Path(directory) / CHECKPOINT_FILE
-        if not path.is_file():
-            raise MissingFileError(f"{path}: no checkpoint to resume from")
-        self.load_state_dict(torch.load(path, map_location=self.device, weights_only=True))
+    def load_checkpoint(self, directory: str | os.PathLike, state: dict[str, Any] | None = None) -> None:
+        """Resume from ``directory/checkpoint.pt`` (or its already read ``state``); CheckpointError if it does
+        not fit this trainer (another model, a damaged file)."""
+        state = read_checkpoint(directory) if state is None else state
+        try:
+            self.load_state_dict(state)
+        except (KeyError, RuntimeError, ValueError, TypeError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise CheckpointError(
+                f"{Path(directory) / CHECKPOINT_FILE}: does not fit this run's model ({first[:200]})"
+            ) from None
 
     def save_package(self, directory: str | os.PathLike) -> Path:
         return save_package(self.model, directory, self.cfg.model_name, self.sample_rate)
@@ -277,92 +310,9 @@ class Trainer:
 # ----------------------------------------------------------------------------------------------------------
 
 
-@dataclass
-class TrainResult:
-    run_id: str
-    checkpoint_dir: Path
-    metrics: dict[str, float] = field(default_factory=dict)
-
-
 def log_package(run, trainer: Trainer) -> None:
     """Log the model package (artifact ``model/``) and the resolved config (``run_config.json``) to ``run``."""
     with tempfile.TemporaryDirectory() as tmp:
         trainer.save_package(Path(tmp) / "model")
         run.log_artifacts(Path(tmp) / "model", "model")
     run.log_dict(trainer.cfg.to_dict(), RUN_CONFIG_FILE)
-
-
-def train_run(
-    cfg: RunConfig | None,
-    experiment: str = "sepray",
-    run_name: str | None = None,
-    checkpoint_root: str | os.PathLike = "runs",
-    resume_run_id: str | None = None,
-    uri: str | None = None,
-    log=print,
-) -> TrainResult:
-    """Train with MLflow logging and a checkpoint after every epoch; ``resume_run_id`` continues that run.
-
-    Checkpoints live in ``checkpoint_root/<run_id>/``. Params are the flattened resolved config; metrics are
-    ``train_loss`` (every few steps), validation SDR per epoch; at the end the model package is logged.
-    """
-    from sepray import tracking
-
-    if resume_run_id is not None:
-        ckpt_dir = Path(checkpoint_root) / resume_run_id
-        if not (ckpt_dir / CHECKPOINT_FILE).is_file():
-            raise MissingFileError(f"{ckpt_dir / CHECKPOINT_FILE}: no checkpoint for run {resume_run_id}")
-        saved = run_config_from_dict(json.loads((ckpt_dir / RUN_CONFIG_FILE).read_text()), str(ckpt_dir))
-        if cfg is not None and cfg.signature() != saved.signature():
-            raise UsageError(f"run {resume_run_id}: its checkpoint was trained with a different config")
-        cfg = saved
-        run = tracking.attach_run(resume_run_id, uri, reopen=True)
-        trainer = Trainer(cfg)
-        trainer.load_checkpoint(ckpt_dir)
-        log(f"resuming run {resume_run_id} at epoch {trainer.epoch}")
-    else:
-        assert cfg is not None
-        trainer = Trainer(cfg)
-        run = tracking.start_run(
-            experiment,
-            run_name=run_name or f"{cfg.model_name}-{cfg.signature()}",
-            tags={
-                names.MODEL: cfg.model_name,
-                names.SIGNATURE: cfg.signature(),
-                names.KIND: "train",
-            },
-            uri=uri,
-        )
-        ckpt_dir = Path(checkpoint_root) / run.run_id
-        run.log_params({**cfg.flat(), "num_parameters": trainer.num_parameters})
-        run.log_dict(cfg.to_dict(), RUN_CONFIG_FILE)
-        run.log_metrics(trainer.baseline_sdr(), step=0)
-    log(
-        f"run {run.run_id}: {cfg.model_name} with {trainer.num_parameters:,} parameters; checkpoints in {ckpt_dir}"
-    )
-    log_every = max(1, cfg.train.steps_per_epoch // 10)
-
-    def on_step(step: int, loss: float) -> None:
-        if step % log_every == 0:
-            run.log_metrics({"train_loss_step": loss}, step=step)
-
-    result: dict[str, float] = {}
-    try:
-        while not trainer.finished:
-            epoch_metrics = trainer.train_epoch(on_step)
-            result = {**epoch_metrics, **trainer.validate(), "epoch": trainer.epoch}
-            run.log_metrics({**result, "train_seconds": trainer.train_seconds}, step=trainer.epoch)
-            trainer.save_checkpoint(ckpt_dir)
-            log(
-                f"epoch {trainer.epoch}/{cfg.train.epochs}: loss {result['train_loss']:.4f}  "
-                f"valid SDR {result['valid_sdr']:.2f} dB  ({result['steps_per_second']:.1f} steps/s)"
-            )
-        log_package(run, trainer)
-        run.end("FINISHED")
-    except KeyboardInterrupt:
-        run.end("KILLED")
-        raise
-    except BaseException:
-        run.end("FAILED")
-        raise
-    return TrainResult(run.run_id, ckpt_dir, result)

@@ -1,11 +1,14 @@
-"""A small disk for tests of what a full disk does: a tmpfs of a few hundred KiB mounted on a test's folder.
+"""Filesystems a test makes for itself: a small disk for tests of what a full disk does (a tmpfs of a few hundred
+KiB mounted on a test's folder), and a read-only view of a folder.
 
-Mounting needs root (CAP_SYS_ADMIN); where it is not permitted the test is skipped with that reason."""
+Mounting needs root (CAP_SYS_ADMIN); where it is not permitted the test is skipped with that reason. Root
+ignores file permissions, so a read-only folder is a read-only bind mount there, and ``chmod`` elsewhere."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,3 +42,26 @@ def fill(disk: Path, leave: int = 0) -> None:
             while os.statvfs(disk).f_bavail * os.statvfs(disk).f_frsize > leave:
                 f.write(b"\0" * 4096)
                 f.flush()
+
+
+@contextlib.contextmanager
+def read_only(folder: Path) -> Iterator[Path]:
+    """``folder`` and everything in it cannot be written for the block."""
+    if os.geteuid() != 0:
+        modes = {p: p.stat().st_mode for p in [folder, *folder.rglob("*")]}
+        for p, mode in modes.items():
+            p.chmod(mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
+        try:
+            yield folder
+        finally:
+            for p, mode in modes.items():
+                p.chmod(mode)
+        return
+    bind = subprocess.run(["mount", "--bind", str(folder), str(folder)], capture_output=True, text=True)
+    if bind.returncode != 0:
+        pytest.skip(f"cannot bind-mount a folder read-only here: {bind.stderr.strip() or bind.returncode}")
+    try:
+        subprocess.run(["mount", "-o", "remount,ro,bind", str(folder)], check=True, capture_output=True)
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False, capture_output=True)

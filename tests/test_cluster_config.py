@@ -51,8 +51,12 @@ def test_cluster_yaml_is_secure_by_default_and_holds_no_secret():
     )
     # every value a user changes sits in the one marked block
     block = text[text.index("CHANGE THESE") : text.index("# =====", text.index("CHANGE THESE"))]
-    for value in ("region:", "ssh_private_key", "image:", "YOUR-BUCKET"):
+    for value in ("region:", "ssh_private_key", "image:", "YOUR-BUCKET", "data.path=s3://YOUR-BUCKET/"):
         assert value in block, value
+    # the recipe's sweep command takes its data set from the bucket, so every node copies it from there
+    assert re.search(
+        r"sweeps/run\.py .*--address auto[^\n]*\n#\s+--set storage=s3://\S+ --set data\.path=s3://", text
+    )
     assert text.count("YOUR-ORG") == 1
 
 

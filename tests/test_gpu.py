@@ -1,6 +1,8 @@
-"""CUDA paths: training with mixed precision, checkpoint round trip and inference on the GPU.
+"""CUDA paths: training with mixed precision, checkpoint round trip, batches drawn ahead into pinned memory, and
+inference on the GPU.
 
-Skipped with an explicit reason on machines without CUDA (CI); run whenever a GPU is available.
+Skipped with an explicit reason on machines without CUDA (CI); `python benchmarks/gpu_check.py` runs them (every
+test marked `gpu`) whenever a GPU is available.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from sepray.device import resolve_device
 from sepray.separate import run_chunked
 from sepray.train import Trainer
 from tests.conftest import requires_cuda
+
+pytestmark = pytest.mark.gpu
 
 
 def test_auto_device_matches_the_machine():
@@ -42,6 +46,23 @@ def test_cuda_training_with_amp_and_resume(preset, tmp_path):
     assert again.step == trainer.step
     for a, b in zip(again.model.parameters(), trainer.model.parameters(), strict=True):
         assert torch.equal(a, b)
+
+
+@requires_cuda
+def test_cuda_batches_drawn_ahead_are_pinned_and_train_like_batches_drawn_in_the_step():
+    losses = []
+    for depth in (0, 2):
+        cfg = load_config(
+            "unittest", ["train.steps_per_epoch=4", f"train.prefetch_batches={depth}", "train.amp=false"]
+        )
+        trainer = Trainer(cfg, device="cuda")
+        assert trainer.batches.pin_memory
+        losses.append(trainer.train_epoch()["train_loss"])
+        assert trainer.state_dict()["sampler"]["batches_drawn"] == 4
+    mix, target, _ = trainer.batches.next()
+    assert mix.is_pinned() and target.is_pinned()
+    # the same batches (GPU kernels may sum in other orders)
+    assert losses[0] == pytest.approx(losses[1], rel=1e-3)
 
 
 @requires_cuda

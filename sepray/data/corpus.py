@@ -26,9 +26,10 @@ import torch
 from sepray import audio
 from sepray.atomic import folder_written_atomically
 from sepray.config import CorpusConfig, DataConfig
-from sepray.data.cache import cache_root, file_lock, load_prepared_parts, part_cache_key
+from sepray.data.cache import cache_root, cached_sum, file_lock, load_prepared_parts, part_cache_key
 from sepray.data.domains import label_songs
 from sepray.data.layouts import DatasetError, SongFiles, find_corpus, list_songs, song_files
+from sepray.data.remote import is_remote, local_root
 from sepray.data.splits import SPLITS, split_songs
 
 log = logging.getLogger(__name__)
@@ -86,8 +87,9 @@ class CorpusPlan:
         return self.config.corpus_name
 
 
-def plan_corpora(cfg: DataConfig) -> list[CorpusPlan]:
-    """Find, list and split every corpus of ``cfg`` (generating the synthetic corpus if it is one of them)."""
+def plan_corpora(cfg: DataConfig, log_line=None) -> list[CorpusPlan]:
+    """Find, list and split every corpus of ``cfg`` (generating the synthetic corpus if it is one of them,
+    copying a remote root to this node: :mod:`sepray.data.remote`)."""
     plans = []
     for corpus in cfg.corpora():
         if corpus.is_synthetic:
@@ -98,11 +100,22 @@ def plan_corpora(cfg: DataConfig) -> list[CorpusPlan]:
                 )
             root, layout = ensure_synthetic_corpus(cfg), "ccmixter"
         else:
-            root, layout = find_corpus(corpus.path, corpus.layout)
+            root, layout = _find_root(corpus, cache_root(cfg), log_line)
         plan = CorpusPlan(corpus, root, layout)
         plan.splits = split_songs(list_songs(root, layout), layout, corpus.split, cfg, root)
         plans.append(plan)
     return plans
+
+
+def _find_root(corpus: CorpusConfig, cache_dir: Path, log_line=None) -> tuple[Path, str]:
+    """(local folder of its songs, layout) of a dataset root; errors about a remote root's copy name its URI."""
+    local = local_root(corpus.path, cache_dir, log_line)
+    try:
+        return find_corpus(local, corpus.layout)
+    except DatasetError as exc:
+        if not is_remote(corpus.path):
+            raise
+        raise DatasetError(str(exc).replace(str(local.resolve()), corpus.path.rstrip("/"))) from None
 
 
 def load_splits(cfg: DataConfig, which: Sequence[str] = SPLITS) -> dict[str, list[Song]]:
@@ -135,14 +148,15 @@ def prepare_corpora(cfg: DataConfig, log_line=None) -> int:
     Returns the number of songs."""
     cache_dir = cache_root(cfg)
     count = 0
-    for plan in plan_corpora(cfg):
+    plans = plan_corpora(cfg, log_line)
+    for plan in plans:
         songs = [f for split in SPLITS for f in plan.splits[split]]
         if log_line is not None and not plan.config.is_synthetic:
             log_line(
                 f"data: {plan.name}: {len(songs)} songs ({plan.layout}, split {plan.config.split}) in {plan.root}"
             )
-        for files in songs:
-            load_prepared_parts(_distinct_parts(files), cfg.sample_rate, cfg.channels, cache_dir)
+        for files in songs:  # decoded, summed and cached; the memory-mapped song is dropped at once
+            _load_song(files, cfg, cache_dir, plan.name, len(plans) > 1)
         count += len(songs)
     return count
 
@@ -176,15 +190,12 @@ def _load_song(
     length = min(x.shape[-1] for x in prepared.values())
 
     def total(group) -> torch.Tensor:
-        """The sum of ``group``'s parts, trimmed to ``length``; summed in numpy (one thread: torch's threads
-        made a MIR-1K corpus's second load 18 s slower on a loaded 2-core machine)."""
-        out = prepared[group[0]][:, :length]
+        """The sum of ``group``'s parts, trimmed to ``length`` (memory-mapped views of the cache, one cached file
+        for a sum of several parts)."""
         if len(group) == 1:
-            return out
-        summed = out.numpy().copy()
-        for part in group[1:]:
-            summed += prepared[part][:, :length].numpy()
-        return torch.from_numpy(summed)
+            return prepared[group[0]][:, :length]
+        keys = [part_cache_key(p, sr, ch) for p in group]
+        return cached_sum(cache_dir, keys, [prepared[p] for p in group], length, ch)
 
     mix = total(files.mix)
     sources = {name: total(group) for name, group in files.sources.items()}

@@ -29,15 +29,26 @@ Training (what the one training loop in ``sepray/train.py`` calls; the default i
 * ``uses_domains``: True when ``training_loss`` needs domain labels (at least two domains in the data).
 * ``sequential_steps(output_length)``: model steps that must run one after another for one call with that
   output (0: one parallel pass); ``step_progress``, when set, is called with the number of steps done.
+
+Export (what ``sepray export`` and the exported engines of ``sepray separate`` call, :mod:`sepray.export`):
+
+* ``graph_cut()`` -> :class:`GraphCut`: the part of the model an exporter takes as one graph (one tensor in, one
+  tensor out, dynamic batch and length), and the valid lengths of its input's time axis.
+* ``graph_input(mix)`` -> ``(graph input, state)``: what runs before the graph (the STFT); ``graph_finish(output,
+  state)`` -> waveforms (B, S, C, T): what runs after it (masking, the iSTFT). For every model
+  ``graph_finish(graph_cut().core(x), state) == waveforms(forward(mix))`` with ``x, state = graph_input(mix)``:
+  a mu-law head's output decoded, a regression head's unclamped. The default cut is all of it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
+
+from sepray.dsp import istft, stft
 
 
 class TrainingLoss(NamedTuple):
@@ -46,6 +57,32 @@ class TrainingLoss(NamedTuple):
 
     loss: torch.Tensor
     extras: dict[str, torch.Tensor]
+
+
+class GraphCut(NamedTuple):
+    """The exportable part of a separator: ``core`` maps one tensor (batch first) to one tensor; the graph input's
+    ``time_axis`` takes the lengths ``min_length + k * length_step`` (k >= 0), every batch size >= 1.
+
+    Valid-convolution models (``halo == 0``) start at the input of two output samples: traced code may treat a
+    single output sample specially. A shorter input is padded on the right to ``input_length(2)`` and the output
+    cropped (exact: an output sample depends only on the input samples under it)."""
+
+    core: nn.Module
+    time_axis: int
+    min_length: int
+    length_step: int
+
+
+class WaveformForward(nn.Module):
+    """A separator's forward as waveforms: mix (B, C, T) -> (B, S, C, T_out); a mu-law head's logits decoded, a
+    regression head's waveforms as they are (its ``decode`` only clamps them)."""
+
+    def __init__(self, model: Separator) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, mix: torch.Tensor) -> torch.Tensor:
+        return self.model.waveforms(self.model(mix))
 
 
 class Separator(nn.Module):
@@ -108,6 +145,23 @@ class Separator(nn.Module):
         """Steps run one after another in one call producing ``output_length`` samples; 0 = one pass."""
         return 0
 
+    def waveforms(self, output: torch.Tensor) -> torch.Tensor:
+        """Head output -> waveforms (B, S, C, T): ``decode`` for a mu-law head; a regression head's output as it is."""
+        return self.decode(output) if self.head == "mulaw" else output
+
+    def graph_cut(self) -> GraphCut:
+        """All of ``waveforms(forward(mix))``: mix (B, C, T) at the model's valid lengths -> waveforms (valid
+        models: from the shortest input with two output samples on; see :attr:`GraphCut.min_length`)."""
+        return GraphCut(WaveformForward(self), 2, self.input_length(2 if self.halo == 0 else 1), self.step)
+
+    def graph_input(self, mix: torch.Tensor) -> tuple[torch.Tensor, Any]:
+        """mix (B, C, T) -> (the graph's input, state for :meth:`graph_finish`); the default: (mix, None)."""
+        return mix, None
+
+    def graph_finish(self, output: torch.Tensor, state: Any) -> torch.Tensor:
+        """The graph's output and :meth:`graph_input`'s state -> waveforms (B, S, C, T); the default: output."""
+        return output
+
     def check_input(self, mix: torch.Tensor) -> None:
         """Raise ValueError naming the shape unless ``mix`` is (batch, audio_channels, valid time)."""
         if mix.dim() != 3 or mix.shape[1] != self.audio_channels:
@@ -143,7 +197,43 @@ class ContextSeparator(Separator):
 
 class STFTSeparator(Separator):
     """A separator working on the STFT of its input (``config.n_fft``, ``config.hop``): output length == input
-    length, which must be a multiple of ``hop`` longer than ``n_fft // 2`` (the STFT's reflect pad)."""
+    length, which must be a multiple of ``hop`` longer than ``n_fft // 2`` (the STFT's reflect pad).
+
+    Subclasses implement ``masks(mag)``: mixture magnitudes (B, C, bins, N) -> masks (B, S, C, bins, N), and may
+    override ``synthesize`` (masks and mixture STFT -> waveforms). ``forward`` is ``synthesize(masks(|STFT|))``;
+    the exported graph is ``masks`` alone (the STFT and iSTFT run outside it)."""
+
+    def masks(self, mag: torch.Tensor) -> torch.Tensor:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def synthesize(self, masks: torch.Tensor, spec: torch.Tensor, length: int) -> torch.Tensor:
+        """masks (B, S, C, bins, N), mixture STFT (B, C, bins, N) -> waveforms (B, S, C, length) (mixture phase)."""
+        return istft(masks * spec.unsqueeze(1), self.config.n_fft, self.config.hop, length=length)
+
+    def forward(self, mix: torch.Tensor) -> torch.Tensor:
+        """(B, C, T) -> (B, S, C, T)."""
+        self.check_input(mix)
+        spec = stft(mix, self.config.n_fft, self.config.hop)  # (B, C, bins, N)
+        return self.synthesize(self.masks(spec.abs()), spec, mix.shape[-1])
+
+    def decode(self, output: torch.Tensor) -> torch.Tensor:
+        """Waveforms (B, S, C, T) -> the same clamped to [-1, 1]."""
+        return output.clamp(-1.0, 1.0)
+
+    def graph_cut(self) -> GraphCut:
+        """``masks``: magnitudes (B, C, bins, N) -> masks (B, S, C, bins, N), N >= the frames of the shortest input."""
+        return GraphCut(_Masks(self), 3, self.min_length // self.config.hop + 1, 1)
+
+    def graph_input(self, mix: torch.Tensor) -> tuple[torch.Tensor, Any]:
+        """mix (B, C, T) -> (magnitudes (B, C, bins, N), (STFT, T))."""
+        self.check_input(mix)
+        spec = stft(mix, self.config.n_fft, self.config.hop)
+        return spec.abs(), (spec, mix.shape[-1])
+
+    def graph_finish(self, output: torch.Tensor, state: Any) -> torch.Tensor:
+        """masks (B, S, C, bins, N) -> waveforms (B, S, C, T), unclamped."""
+        spec, length = state
+        return self.synthesize(output, spec, length)
 
     @property
     def min_length(self) -> int:
@@ -161,3 +251,14 @@ class STFTSeparator(Separator):
     def input_length(self, output_length: int) -> int:
         hop = self.config.hop
         return max(self.min_length, hop * -(-output_length // hop))
+
+
+class _Masks(nn.Module):
+    """An STFT separator's ``masks`` as a module: magnitudes (B, C, bins, N) -> masks (B, S, C, bins, N)."""
+
+    def __init__(self, model: STFTSeparator) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, mag: torch.Tensor) -> torch.Tensor:
+        return self.model.masks(mag)

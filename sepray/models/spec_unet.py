@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sepray.dsp import istft, stft
+from sepray.dsp import istft
 from sepray.models.base import STFTSeparator
 from sepray.models.checks import check_at_least, check_sources
 
@@ -49,6 +49,12 @@ class SpecUNetConfig:
             raise ValueError(f"n_fft must be >= 4, got {self.n_fft}")
         if not 1 <= self.hop <= self.n_fft // 2:
             raise ValueError(f"hop must be in [1, n_fft // 2 = {self.n_fft // 2}], got {self.hop}")
+        bins = self.n_fft // 2 + 1
+        if 2**self.levels > bins:  # each level halves the frequency bins: at least one is left at the bottom
+            raise ValueError(
+                f"levels must be <= {bins.bit_length() - 1} for n_fft {self.n_fft} ({bins} frequency bins, "
+                f"halved at each level), got {self.levels}"
+            )
         if not self.mask_eps > 0:
             raise ValueError(f"mask_eps must be > 0, got {self.mask_eps}")
 
@@ -118,19 +124,12 @@ class SpecUNet(STFTSeparator):
             return torch.sigmoid(logits)
         return torch.softmax(logits, dim=1)
 
-    def forward(self, mix: torch.Tensor) -> torch.Tensor:
-        """(B, C, T) -> (B, S, C, T)."""
-        self.check_input(mix)
-        n_fft, hop = self.config.n_fft, self.config.hop
-        spec = stft(mix, n_fft, hop)  # (B, C, bins, N)
-        masks = self.masks(spec.abs())
+    def synthesize(self, masks: torch.Tensor, spec: torch.Tensor, length: int) -> torch.Tensor:
+        """masks (B, S, C, bins, N), mixture STFT (B, C, bins, N) -> waveforms (B, S, C, length): the masked
+        mixture, ``wiener_iterations`` Wiener steps, the iSTFT."""
         est = masks * spec.unsqueeze(1)  # (B, S, C, bins, N)
         eps = self.config.mask_eps
         for _ in range(self.config.wiener_iterations if masks.shape[1] > 1 else 0):
             power = est.abs() ** 2 + eps
             est = power / power.sum(dim=1, keepdim=True) * spec.unsqueeze(1)
-        return istft(est, n_fft, hop, length=mix.shape[-1])  # (B, S, C, T)
-
-    def decode(self, output: torch.Tensor) -> torch.Tensor:
-        """Waveforms (B, S, C, T) -> the same clamped to [-1, 1]."""
-        return output.clamp(-1.0, 1.0)
+        return istft(est, self.config.n_fft, self.config.hop, length=length)  # (B, S, C, T)

@@ -24,7 +24,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sepray.dsp import istft, stft
 from sepray.models.base import STFTSeparator
 from sepray.models.checks import check_sources
 
@@ -81,31 +80,26 @@ class STFTMask(STFTSeparator):
         reach = config.n_fft + (config.time_kernel - 1) * config.hop
         self.halo = config.hop * -(-reach // config.hop)  # a multiple of step, so chunk windows stay aligned
 
-    def magnitudes(self, spec: torch.Tensor) -> torch.Tensor:
-        """Mixture STFT (B, C, bins, N) complex -> source magnitudes (B, S, C, bins, N), >= 0."""
-        batch, channels, bins, frames = spec.shape
-        sources, filters = len(self.config.sources), self.config.time_filters
-        x = torch.log1p(spec.abs()).flatten(1, 2)  # (B, C * bins, N)
+    def magnitudes(self, mag: torch.Tensor) -> torch.Tensor:
+        """Mixture magnitudes (B, C, bins, N) -> source magnitudes (B, S, C, bins, N), >= 0."""
+        batch, channels, bins, frames = mag.shape
+        sources = len(self.config.sources)
+        x = torch.log1p(mag).flatten(1, 2)  # (B, C * bins, N)
         x = self.time_conv(self.freq_conv(x))  # (B, time_filters, N)
         x = F.relu(self.dense(x))  # (B, bottleneck, N)
-        x = F.relu(self.branches(x)).reshape(batch * sources, filters, frames)  # (B * S, time_filters, N)
-        # back through the encoder's own (tied) convs: (B * S, freq_filters, N) -> (B * S, C * bins, N)
+        # one branch output per source, as one batch of S * B items, source-major (torch.export cannot follow a
+        # reshape that splits the batch axis): (S * B, time_filters, N)
+        x = torch.cat(F.relu(self.branches(x)).chunk(sources, dim=1))
+        # back through the encoder's own (tied) convs: (S * B, freq_filters, N) -> (S * B, C * bins, N)
         x = F.conv_transpose1d(x, self.time_conv.weight, padding=self.config.time_kernel // 2)
         x = F.conv_transpose1d(x, self.freq_conv.weight)
-        x = F.relu(x.view(batch, sources, channels * bins, frames) + self.source_bias[:, :, None])
-        return x.view(batch, sources, channels, bins, frames)
+        x = x.unflatten(0, (sources, batch)).transpose(0, 1)  # (B, S, C * bins, N)
+        x = F.relu(x + self.source_bias[:, :, None])
+        return x.unflatten(2, (channels, bins))
 
-    def forward(self, mix: torch.Tensor) -> torch.Tensor:
-        """(B, C, T) -> (B, S, C, T)."""
-        self.check_input(mix)
-        n_fft, hop = self.config.n_fft, self.config.hop
-        spec = stft(mix, n_fft, hop)  # (B, C, bins, N)
-        mags = self.magnitudes(spec)  # (B, S, C, bins, N)
+    def masks(self, mag: torch.Tensor) -> torch.Tensor:
+        """Mixture magnitudes (B, C, bins, N) -> ratio masks (B, S, C, bins, N), summing to one over S."""
+        mags = self.magnitudes(mag)  # (B, S, C, bins, N)
         mags = mags.to(torch.promote_types(mags.dtype, torch.float32))  # keeps eps > 0 under autocast
         eps = self.config.mask_eps  # also in the numerator: masks always sum to one (even where all are 0)
-        masks = (mags + eps) / (mags.sum(dim=1, keepdim=True) + eps * mags.shape[1])
-        return istft(masks * spec.unsqueeze(1), n_fft, hop, length=mix.shape[-1])  # (B, S, C, T)
-
-    def decode(self, output: torch.Tensor) -> torch.Tensor:
-        """Waveforms (B, S, C, T) -> the same clamped to [-1, 1]."""
-        return output.clamp(-1.0, 1.0)
+        return (mags + eps) / (mags.sum(dim=1, keepdim=True) + eps * mags.shape[1])

@@ -36,7 +36,8 @@ from torch import nn
 from torch.func import functional_call
 
 from sepray.dsp import MU_LAW_CLASSES, mu_law_class_values, mu_law_encode
-from sepray.models.base import Separator, TrainingLoss
+from sepray.errors import ExportError
+from sepray.models.base import GraphCut, Separator, TrainingLoss
 from sepray.models.checks import check_at_least, check_choices, check_odd, check_sources
 from sepray.models.confusion import DomainClassifier, reverse_gradient
 from sepray.models.encoder import INPUTS, DilatedEncoder
@@ -378,6 +379,15 @@ class UMT(Separator):
         temperature = self.config.temperature if temperature is None else temperature
         classes = self._generate(cond, mode, temperature, generator, method)
         return self.class_values[classes].view(mix.shape[0], len(self.sources), self.audio_channels, -1)
+
+    def graph_cut(self) -> GraphCut:
+        """The separator decoder exports whole; the autoregressive one cannot (ExportError)."""
+        if self.config.decoder == "autoregressive":
+            raise ExportError(
+                "umt with decoder 'autoregressive' cannot be exported as a graph: it generates one sample at a "
+                "time in a Python loop over cached per-layer queues; separate it with --engine torch"
+            )
+        return super().graph_cut()
 
     def decode(self, output: torch.Tensor) -> torch.Tensor:
         """Logits (B, 256, S, C, T) or waveforms (B, S, C, T) -> waveforms (B, S, C, T) in [-1, 1]."""

@@ -11,13 +11,14 @@ Every convolution is valid (no padding), so one forward pass separates a whole c
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from sepray.dsp import MU_LAW_CLASSES, mu_law_class_values, mu_law_compand, stft
-from sepray.models.base import ContextSeparator
+from sepray.models.base import ContextSeparator, GraphCut
 from sepray.models.checks import check_sources
 from sepray.models.layers import DilatedResidualStack, pointwise
 
@@ -102,26 +103,47 @@ class WaveNet(ContextSeparator):
         """Receptive field - 1: input samples lost between input and output."""
         return self.front_context + self.stack.context
 
+    def spectral_features(self, mix: torch.Tensor) -> torch.Tensor:
+        """``input == "stft"``: log-magnitude hop-1 STFT, (B, C, T) -> (B, C * bins, T - stft_n_fft + 1)."""
+        spec = stft(mix, self.config.stft_n_fft, hop=1, center=False)  # (B, C, bins, T - n_fft + 1)
+        return torch.log1p(spec.abs()).flatten(1, 2)
+
     def features(self, mix: torch.Tensor) -> torch.Tensor:
         """Front end: (B, C, T) -> (B, residual_channels, T - front_context)."""
         if self.config.input == "stft":
-            spec = stft(mix, self.config.stft_n_fft, hop=1, center=False)  # (B, C, bins, T - n_fft + 1)
-            feats = torch.log1p(spec.abs()).flatten(1, 2)  # (B, C * bins, frames)
-            return pointwise(self.input_conv, feats)
+            return pointwise(self.input_conv, self.spectral_features(mix))
         x = mu_law_compand(mix) if self.config.input == "mulaw" else mix
         return self.input_conv(x)
 
     def forward(self, mix: torch.Tensor) -> torch.Tensor:
         """(B, C, T) -> mu-law logits (B, 256, S, C, T_out) or waveforms (B, S, C, T_out)."""
         self.check_input(mix)
-        batch, time_out = mix.shape[0], self.output_length(mix.shape[-1])
-        _, skip = self.stack(self.features(mix), skip_length=time_out)  # (B, skip, T_out)
+        return self.from_features(self.features(mix))
+
+    def from_features(self, features: torch.Tensor) -> torch.Tensor:
+        """Front-end output (B, residual_channels, T') -> logits (B, 256, S, C, T_out) or waveforms
+        (B, S, C, T_out), ``T_out = T' - stack context``."""
+        batch, time_out = features.shape[0], features.shape[-1] - self.stack.context
+        _, skip = self.stack(features, skip_length=time_out)  # (B, skip, T_out)
         hidden = F.relu(pointwise(self.end, F.relu(skip, inplace=True)), inplace=True)  # (B, end, T_out)
         y = pointwise(self.out, hidden)  # (B, outputs, T_out)
         sources, channels = len(self.config.sources), self.config.audio_channels
         if self.head == "mulaw":
             return y.view(batch, MU_LAW_CLASSES, sources, channels, time_out)
         return torch.tanh(y).view(batch, sources, channels, time_out)
+
+    def graph_cut(self) -> GraphCut:
+        """``input == "stft"``: the graph starts after the STFT (spectral features (B, C * bins, T')); else all
+        of ``waveforms(forward(mix))``."""
+        if self.config.input != "stft":
+            return super().graph_cut()
+        return GraphCut(_FromSpectralFeatures(self), 2, self.stack.context + 2, 1)  # two output samples
+
+    def graph_input(self, mix: torch.Tensor) -> tuple[torch.Tensor, Any]:
+        if self.config.input != "stft":
+            return super().graph_input(mix)
+        self.check_input(mix)
+        return self.spectral_features(mix), None
 
     def decode(self, output: torch.Tensor) -> torch.Tensor:
         """Logits (B, 256, S, C, T) or waveforms (B, S, C, T) -> waveforms (B, S, C, T) in [-1, 1]."""
@@ -132,3 +154,15 @@ class WaveNet(ContextSeparator):
             return values[output.argmax(dim=1)]
         probs = torch.softmax(output, dim=1)
         return torch.einsum("bkscn,k->bscn", probs, values).clamp(-1.0, 1.0)
+
+
+class _FromSpectralFeatures(nn.Module):
+    """A WaveNet with STFT input after its STFT: features (B, C * bins, T') -> waveforms (B, S, C, T_out)."""
+
+    def __init__(self, model: WaveNet) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        model = self.model
+        return model.waveforms(model.from_features(pointwise(model.input_conv, features)))

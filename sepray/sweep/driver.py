@@ -2,25 +2,29 @@
 Tuner (:mod:`sepray.sweep.raytune`, the only package importing ray) and the test stage
 (:mod:`sepray.sweep.leaderboard`).
 
-``run_sweep`` validates the spec, creates the MLflow experiment and the sweep's parent run (or reattaches it
-on ``--resume`` from the state file in the Ray experiment folder), starts or joins Ray, fits the Tuner, closes
-child runs no trial is alive to finish, and evaluates the top-k on the full test songs.
+``run_sweep`` validates the spec and the tracking store, takes the sweep's lock (one driver per storage and
+name), creates the MLflow experiment and the sweep's parent run (or reattaches it on ``--resume`` from the
+state file in the Ray experiment folder), starts or joins Ray, fits the Tuner, closes child runs no trial is
+alive to finish, and evaluates the top-k on the full test songs.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import signal
 import sys
 import time
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from sepray import names, tracking
 from sepray.errors import SweepError
+from sepray.locks import held_lock
 from sepray.sweep import snapshot
 from sepray.sweep.parent import start_parent_run
 from sepray.sweep.raytune import callbacks, cluster, tuner
@@ -37,6 +41,23 @@ def with_absolute_data_paths(spec: SweepSpec) -> SweepSpec:
     from sepray.config import absolute_data_paths
 
     return dataclasses.replace(spec, fixed={**spec.fixed, "data": absolute_data_paths(spec.fixed["data"])})
+
+
+def check_data(spec: SweepSpec, on_cluster: bool, log=print) -> None:
+    """Before anything starts: every remote dataset root (``s3://``, ``gs://``, ...) of the spec can be listed
+    from here, else one line naming the URI and why (unreachable, access denied, no such bucket). A local sweep
+    whose machine already holds a complete copy goes on from that copy (a note); on a cluster the trials of
+    other nodes copy it from the URI, so it must answer."""
+    from sepray.config import DataConfig
+    from sepray.data import cache_root, remote
+    from sepray.schema import build_dataclass
+
+    data = build_dataclass(DataConfig, spec.fixed["data"], f"{spec.label}: data")
+    for corpus in data.corpora():
+        if remote.is_remote(corpus.path):
+            log(f"data: {remote.check_reachable(corpus.path, cache_root(data), not on_cluster)}")
+        elif remote.is_uri(corpus.path) and not remote.file_uri_path(corpus.path).is_dir():
+            raise remote.RemoteDataError(f"{corpus.path}: no such dataset folder on this machine")
 
 
 def prepare_data(spec: SweepSpec, log=print) -> None:
@@ -68,15 +89,39 @@ def run_sweep(
     An interrupted sweep (Ctrl-C or SIGTERM while the trials run) returns ``interrupted: True`` and the signal;
     its parent run ends KILLED with ``sepray.sweep_status = interrupted`` and nothing is evaluated, tagged or
     registered; ``--resume`` reopens it. A failure ends the parent run FAILED. It is never left RUNNING.
+    Before anything starts: a tracking store that cannot be used, or another live driver of the same sweep
+    (the lock of :func:`sweep_lock`), is a one-line error.
     """
+    spec = with_absolute_data_paths(load_spec(spec_path, overrides, smoke_test))
+    if not resume:  # (a resumed sweep's store is the one in its state file)
+        tracking.check("create")
+    with held_lock(sweep_lock(spec), f"sweep {spec.name} (storage {spec.storage_path()})", LOCK_HINT):
+        return _run_sweep(spec, spec_path, resume, address, num_cpus, log, resume_command)
+
+
+LOCK_HINT = "; wait for it, stop it, or give this sweep its own --set name=... or --set storage=..."
+
+
+def sweep_lock(spec: SweepSpec) -> Path:
+    """The lock file of a sweep's driver: beside its Ray experiment folder; for a remote storage (s3://...),
+    in this machine's sepray cache, keyed by the storage URI (it keeps out a second driver on this machine only)."""
+    exp_dir = spec.experiment_dir()
+    if exp_dir is not None:
+        return exp_dir.with_name(f".{spec.name}.sepray-lock")
+    key = hashlib.sha1(f"{spec.storage_path().rstrip('/')}/{spec.name}".encode()).hexdigest()[:16]
+    cache = Path(os.environ.get("SEPRAY_CACHE") or Path.home() / ".cache" / "sepray")
+    return cache / "locks" / f"{spec.name}-{key}.lock"
+
+
+def _run_sweep(spec, spec_path, resume, address, num_cpus, log, resume_command) -> dict[str, Any]:
     from sepray.sweep import leaderboard
 
-    spec = with_absolute_data_paths(load_spec(spec_path, overrides, smoke_test))
     # save the experiment state often (--resume loses less); keep MLflow's download bars out of the output
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "5")
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the table of tuner.progress_reporter, not Ray's own
+    check_data(spec, on_cluster=address is not None, log=log)
     cluster.init_ray(address, num_cpus)
     again = resume_command or "the same command with --resume"
     previous_sigterm = signal.getsignal(signal.SIGTERM)
@@ -85,7 +130,8 @@ def run_sweep(
     except ValueError:  # not the main thread
         previous_sigterm = None
     try:
-        cluster.check_schedulable(spec, autoscaling=address is not None, log=log)
+        # resources.gpu: auto -> each family's GPU share on a cluster with GPU nodes, else 0; then a node for each
+        spec = cluster.plan_resources(spec, autoscaling=address is not None, log=log)
         parent, uri = open_parent_run(spec, spec_path, resume, log)
         sweep = TrialContext.of(spec, trial_tracking_uri(uri, address, log), parent.run_id)
         started = time.time()
@@ -152,7 +198,8 @@ def _end_parent(parent: tracking.Run, spec: SweepSpec, uri: str, status: str, ru
         parent.set_tags(tags)
         parent.end(run_status)
     except Exception as exc:  # the tracking store may be the reason we are here
-        print(f"sepray: could not close the sweep's MLflow runs: {exc}", file=sys.stderr)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"sepray: could not close the sweep's MLflow runs: {first}", file=sys.stderr)
 
 
 def open_parent_run(spec: SweepSpec, spec_path: str, resume: bool, log=print) -> tuple[tracking.Run, str]:
@@ -168,7 +215,7 @@ def open_parent_run(spec: SweepSpec, spec_path: str, resume: bool, log=print) ->
                 f"{spec.label}: the spec (with --set / --smoke-test) differs from the one sweep {spec.name!r} "
                 "started with; resume with the same arguments"
             )
-        uri = state["uri"]
+        uri = tracking.check("write", state["uri"])
         parent = tracking.attach_run(state["parent_run_id"], uri, reopen=True)
         interrupted = close_orphans(spec.name, parent.run_id, uri, names.INTERRUPTED)
         log(

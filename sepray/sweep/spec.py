@@ -23,7 +23,7 @@ from sepray.config import RunConfig, TrainConfig, resolve
 from sepray.schema import ConfigError, build_dataclass, coerce, load_yaml, parse_override, set_dotted
 from sepray.sweep.objectives import parse_objectives
 from sepray.sweep.params import SECTIONS, Param, model_hint, parse_params
-from sepray.sweep.sections import TOP_KEYS, Budget, Resources, Scheduler, Search, SpecError
+from sepray.sweep.sections import TOP_KEYS, Budget, Ensemble, Resources, Scheduler, Search, SpecError
 from sepray.sweep.space import SearchSpace, grid_points, random_samples, trial_raw_config
 
 VALIDATION_SAMPLES = 24  # random configurations resolved up front to catch invalid combinations
@@ -53,6 +53,7 @@ class SweepSpec:
     excerpt_seconds: float
     description: str = ""
     test_metric: str = names.MUSEVAL_V4  # what the test stage computes (sepray.sweep.objectives)
+    ensemble: Ensemble = field(default_factory=Ensemble)  # after the test stage (sepray.sweep.ensemble_stage)
     # torch threads of a family whose resources.per_family cpu differs (train.threads unset): int(cpu), or None
     family_threads: dict[str, int | None] = field(default_factory=dict)
     smoke_test: bool = False
@@ -132,7 +133,7 @@ def load_spec(path: str | Path, overrides=(), smoke_test: bool = False) -> Sweep
     label = str(path)
     if not path.is_file():
         raise SpecError(f"{label}: no such sweep spec")
-    raw = load_yaml(path.read_text(), label, SpecError) or {}
+    raw = load_yaml(path.read_bytes(), label, SpecError) or {}
     return parse_spec(raw, label, overrides, smoke_test)
 
 
@@ -144,10 +145,10 @@ def parse_spec(raw: Any, label: str = "spec", overrides=(), smoke_test: bool = F
     if smoke is not None and not isinstance(smoke, dict):
         raise SpecError(f"{label}: smoke_test: expected a mapping of dotted spec keys to values")
     if smoke_test:
-        if "num_samples" in (raw.get("search") or {}):
-            raw["search"]["num_samples"] = min(int(raw["search"]["num_samples"]), 6)
+        if isinstance(search := raw.get("search"), dict) and search.get("num_samples") is not None:
+            search["num_samples"] = min(coerce(search["num_samples"], int, f"{label}: search.num_samples"), 6)
         if "top_k" in raw:
-            raw["top_k"] = min(int(raw["top_k"]), DEFAULT_SMOKE["top_k"])
+            raw["top_k"] = min(coerce(raw["top_k"], int, f"{label}: top_k"), DEFAULT_SMOKE["top_k"])
         for key, value in {**DEFAULT_SMOKE, **(smoke or {})}.items():
             set_spec_key(raw, str(key), value, f"{label}: smoke_test.{key}")
         raw["name"] = f"{raw.get('name')}-smoke"
@@ -209,6 +210,10 @@ def _parse(raw: dict[str, Any], label: str) -> SweepSpec:
     scheduler = _build(Scheduler, scheduler_raw or {"type": "none"}, f"{label}: scheduler")
     resources = _parse_resources(raw.get("resources") or {}, label)
     budget = _build(Budget, raw.get("budget") or {}, f"{label}: budget")
+    ensemble_raw = raw.get("ensemble", {})
+    if isinstance(ensemble_raw, (bool, str)):  # `ensemble: false` / `ensemble: auto`: its `enabled` key
+        ensemble_raw = {"enabled": ensemble_raw}
+    ensemble = _build(Ensemble, ensemble_raw if ensemble_raw is not None else {}, f"{label}: ensemble")
 
     objectives = parse_objectives(raw, label)
     top_k = _typed(raw, "top_k", int, 3, label)
@@ -296,6 +301,7 @@ def _parse(raw: dict[str, Any], label: str) -> SweepSpec:
         excerpt_seconds=excerpt,
         description=description,
         test_metric=objectives.test_metric,
+        ensemble=ensemble,
         family_threads=family_threads,
     )
     _check_configurations(spec)

@@ -17,6 +17,7 @@ Child runs left RUNNING (ASHA stopped the trial, the driver was killed) are clos
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 import time
 from collections.abc import Callable
@@ -26,6 +27,7 @@ from typing import Any
 
 from sepray import names, tracking
 from sepray.config import RunConfig, resolve
+from sepray.errors import error_text
 from sepray.sweep.excerpt import log_excerpt
 from sepray.sweep.naming import trial_run_name
 from sepray.sweep.space import GRID_KEY, trial_raw_config
@@ -146,6 +148,8 @@ def run_trial(
             names.NUM_PARAMETERS: trainer.num_parameters,
             names.SAMPLED: json.dumps(sampled_params(config), sort_keys=True),  # the active searched values
             names.RUN_NAME: trial_run_name(cfg.model_name, sampled_params(config)),
+            names.CUDA_VISIBLE_DEVICES: os.environ.get("CUDA_VISIBLE_DEVICES", "unset"),  # set by Ray
+            names.TRAIN_DEVICE: str(trainer.device),
         }
     )
     base["owner"] = True
@@ -182,12 +186,6 @@ def _deterministic_failures() -> tuple[type[BaseException], ...]:
     import torch
 
     return (FloatingPointError, MemoryError, torch.OutOfMemoryError)
-
-
-def error_text(exc: BaseException) -> str:
-    """``Type: first line of the message``, at most 500 characters (the ``sepray.last_error`` tag)."""
-    lines = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0] if lines else ''}"[:500]
 
 
 def fail_for_good(run: tracking.Run, exc: BaseException, epoch: int, metric: str, base: dict, report) -> None:

@@ -205,7 +205,7 @@ def test_remix_prob_zero_draws_the_same_batches_as_before():
 def test_evaluation_scores_only_the_eval_corpus_test_songs(tmp_path, mlflow_uri):
     """`sepray evaluate` (and a sweep's test stage, which calls it) scores the test songs of data.eval_corpus."""
     from sepray.evaluate import evaluate_run
-    from sepray.train import train_run
+    from sepray.train_run import train_run
 
     ccmixter = ccmixter_tree(tmp_path / "ccm", count=6)
     clips = {f"singer{i}": {1: 1} for i in range(4)}

@@ -162,7 +162,7 @@ def test_separate_real_musdb_excerpt_then_score(trained, musdb_track, tmp_path):
 
 def test_resume_continues_an_interrupted_run(trained, tmp_path):
     from sepray.config import load_config
-    from sepray.train import train_run
+    from sepray.train_run import train_run
 
     work, _, corpus = trained
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"

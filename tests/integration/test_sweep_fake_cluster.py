@@ -1,8 +1,9 @@
 """The autoscaling path on one machine: a real head started as the README shows (`RAY_FAKE_CLUSTER=1 ray start
 --head --autoscaling-config cluster-fake.yaml`, its own port and temp dir, token authentication), with no CPU or
-GPU of its own, and `sweeps/run.py --address` joining it with a sweep whose trials ask for (fake) GPUs: a
-WaveNet a whole one (`resources.per_family`), two Wave-U-Nets half of one each. The autoscaler must start GPU
-worker nodes for them, and the two Wave-U-Nets must share one node's GPU at the same time."""
+GPU of its own, and `sweeps/run.py --address` joining it with a `resources.gpu: auto` sweep: the driver finds
+that the autoscaler starts GPU nodes, so its WaveNet asks a whole (fake) GPU and its two Wave-U-Nets half of one
+each. The autoscaler must start GPU worker nodes for them, each trial must see the GPU Ray gave it in
+CUDA_VISIBLE_DEVICES, and the two Wave-U-Nets must share one node's GPU at the same time."""
 
 from __future__ import annotations
 
@@ -117,17 +118,23 @@ def test_gpu_trials_make_the_autoscaler_start_gpu_nodes_and_half_gpu_trials_shar
     )
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, f"{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
-    # the head has no GPU: the up-front check asked the autoscaler instead of rejecting the sweep
-    assert "its autoscaler is starting nodes for them" in out
+    # gpu: auto on a head without GPUs: the driver asked the autoscaler, which starts GPU nodes, and said so
+    assert (
+        "resources.gpu auto: 1 GPU per wavenet trial, 0.5 GPU per waveunet trial (no node of the Ray cluster "
+        "has a GPU yet; its autoscaler starts GPU nodes for them)"
+    ) in out
     assert "Adding" in out and "gpu_worker" in out  # the autoscaler's own event lines
 
     parent = tracking.find_runs("fake-gpu", f"tags.`{names.KIND}` = 'sweep'", uri)[0]
-    children = tracking.child_runs("fake-gpu", parent.info.run_id, uri)
+    children = tracking.child_runs("fake-gpu", parent.info.run_id, uri, kind="trial")
     assert len(children) == 3 and all(c.info.status == "FINISHED" for c in children)
     by_family: dict[str, list] = {}
     for child in children:
         by_family.setdefault(child.data.params["model.name"], []).append(child)
         assert child.data.params["train.device"] == "auto"  # trained on the CPU: a fake GPU has no CUDA
+        assert child.data.tags[names.TRAIN_DEVICE] == "cpu"
+        # the one GPU of its node that Ray gave it (a fake node's GPU ids count from 0)
+        assert child.data.tags[names.CUDA_VISIBLE_DEVICES] == "0", child.data.tags
     node = {c.info.run_id: c.data.tags[names.RAY_NODE_ID] for c in children}
     # every trial ran on a worker node the autoscaler started, none on the head
     assert all(n.startswith(FAKE_ID_BASE) and n != HEAD_ID for n in node.values()), node
@@ -135,8 +142,8 @@ def test_gpu_trials_make_the_autoscaler_start_gpu_nodes_and_half_gpu_trials_shar
 
     (wavenet,), unets = by_family["wavenet"], by_family["waveunet"]
     assert len(unets) == 2
-    # gpu: 0.5 packs two trials on one (fake) GPU: same node, running at the same time
+    # auto gives a Wave-U-Net 0.5 GPU: two trials on one (fake) GPU, same node, running at the same time
     assert node[unets[0].info.run_id] == node[unets[1].info.run_id]
     assert _overlap(unets[0], unets[1])
-    # per_family gpu: 1 gives the WaveNet a whole GPU: nothing else ran on its node meanwhile
+    # and a WaveNet a whole GPU: nothing else ran on its node meanwhile
     assert node[wavenet.info.run_id] != node[unets[0].info.run_id]

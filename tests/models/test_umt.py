@@ -13,6 +13,7 @@ from sepray.models import build_model
 from sepray.models.confusion import DomainClassifier, reverse_gradient
 from sepray.models.generation import cached_generate, naive_generate
 from sepray.models.umt_decoder import CausalWaveNetDecoder, shifted_inputs
+from tests.conftest import requires_cuda
 from tests.models.test_models import TINY_UMT
 
 TINY = dict(TINY_UMT, encoder_channels=6)
@@ -228,7 +229,8 @@ def test_umt_generate_matches_naive_and_forward():
     assert torch.equal(sampled, model.generate(mix, "sample", 0.9, draws[1], method="naive"))
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.gpu
+@requires_cuda
 def test_cuda_graph_generation_matches_eager_and_naive():
     decoder = small_decoder().cuda()
     cond = torch.randn(4, 3, 60, dtype=torch.float64, device="cuda")

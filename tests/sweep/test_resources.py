@@ -1,5 +1,5 @@
 """resources.per_family: each trial asks Ray for its model family's resources; the torch threads follow the
-family's CPUs; the schedulability check considers every family's request."""
+family's CPUs; the schedulability check considers every family's request; resources.gpu: auto."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import pytest
 
 from sepray.errors import SweepError
 from sepray.sweep.raytune import cluster
+from sepray.sweep.sections import SpecError
 from sepray.sweep.space import GRID_KEY
 from sepray.sweep.spec import parse_spec
 from sepray.sweep.trial import TrialContext
@@ -145,3 +146,119 @@ def test_the_probe_reads_the_autoscalers_answer(monkeypatch):
     # no autoscaler reports at all: not asked
     asked = _autoscaler(monkeypatch, lambda n: None)
     assert not cluster.autoscaler_adds_nodes(need) and asked == []
+
+
+# ----------------------------------------------------------------------------------------------------------
+# resources.gpu: auto (the default)
+
+AUTO = {
+    **copy.deepcopy(FAMILIES),
+    "resources": {"cpu": 1, "gpu": "auto", "per_family": {"wavenet": {"cpu": 2}}},  # wavenet inherits auto
+}
+
+
+def test_gpu_auto_is_the_default_and_a_bad_value_names_the_key():
+    assert parse_spec(copy.deepcopy(FAMILIES), LABEL).resources.gpu == "auto"
+    spec = parse_spec(AUTO, LABEL)
+    assert spec.resources.of_family("wavenet").gpu == "auto" and spec.resources.auto_gpu
+    with pytest.raises(ValueError, match="still auto"):
+        cluster.trial_request(spec, "wavenet")  # Ray is never handed an unresolved request
+    for value, message in [
+        ("banana", "resources.gpu: expected a number or auto, got 'banana'"),
+        (float("nan"), "resources.gpu: expected a finite number, got nan"),
+        (-1, "resources.cpu: cpu and gpu must be >= 0"),
+    ]:
+        with pytest.raises(SpecError) as info:
+            parse_spec({**AUTO, "resources": {"gpu": value}}, LABEL)
+        assert str(info.value).startswith(f"{LABEL}: {message}")
+    with pytest.raises(SpecError, match=r"resources\.cpu: must be > 0 with gpu: auto"):
+        parse_spec({**AUTO, "resources": {"cpu": 0}}, LABEL)
+
+
+def test_auto_takes_each_familys_share_on_a_cluster_with_gpus(monkeypatch):
+    _nodes(monkeypatch, {"CPU": 0.0}, {"CPU": 4.0, "GPU": 1.0}, {"CPU": 4.0, "GPU": 2.0})
+    lines = []
+    spec, accepted = cluster.resolve_auto_gpu(parse_spec(AUTO, LABEL), log=lines.append)
+    assert lines == [
+        "resources.gpu auto: 0.5 GPU per waveunet trial, 1 GPU per wavenet trial "
+        "(the Ray cluster has 3 GPU on 2 nodes)"
+    ]
+    assert accepted == [] and not spec.resources.auto_gpu
+    requests = cluster.TrialResources(spec)
+    assert requests.request({"model.name": "waveunet"}) == {"cpu": 1.0, "gpu": 0.5}
+    assert requests.request({"model.name": "wavenet"}) == {"cpu": 2.0, "gpu": 1.0}
+    # a number in per_family still wins over auto, and is not announced as a choice
+    raw = copy.deepcopy(AUTO)
+    raw["resources"]["per_family"]["waveunet"] = {"gpu": 0.2}
+    lines.clear()
+    spec, _ = cluster.resolve_auto_gpu(parse_spec(raw, LABEL), log=lines.append)
+    assert cluster.trial_request(spec, "waveunet") == {"cpu": 1.0, "gpu": 0.2}
+    assert cluster.trial_request(spec, "wavenet") == {"cpu": 2.0, "gpu": 1.0}
+    assert lines[0].startswith("resources.gpu auto: 1 GPU per wavenet trial (")
+    # a request no node holds names the key the user wrote, not the entries auto made
+    with pytest.raises(SweepError, match=rf"^{LABEL}: resources: a wavenet trial needs 8 CPU, 1 GPU"):
+        cluster.plan_resources(parse_spec({**AUTO, "resources": {"cpu": 8}}, LABEL), log=lines.append)
+
+
+def test_auto_is_zero_without_gpus_and_asks_the_same_as_gpu_0(monkeypatch):
+    _nodes(monkeypatch, {"CPU": 2.0})
+    monkeypatch.setattr(cluster, "autoscaler_adds_nodes", lambda needs: pytest.fail("a local instance"))
+    lines = []
+    spec = cluster.plan_resources(parse_spec(AUTO, LABEL), log=lines.append)
+    assert lines == [
+        "resources.gpu auto: 0 GPU, the trials train on CPUs (the local Ray instance has no GPU)"
+    ]
+    zero = parse_spec(
+        {**AUTO, "resources": {"cpu": 1, "gpu": 0, "per_family": {"wavenet": {"cpu": 2}}}}, LABEL
+    )
+    for family in ("waveunet", "wavenet"):
+        assert cluster.trial_request(spec, family) == cluster.trial_request(zero, family)
+        assert cluster.trial_request(spec, family)["gpu"] == 0.0
+    assert spec.fixed == zero.fixed and spec.family_threads == zero.family_threads  # the same trials
+
+
+def test_auto_asks_the_autoscaler_for_gpu_nodes_once(monkeypatch):
+    _nodes(monkeypatch, {"CPU": 0.0})  # a head with nothing of its own, as cluster-fake.yaml starts it
+    asked = []
+    monkeypatch.setattr(cluster, "autoscaler_adds_nodes", lambda needs: asked.append(needs) or True)
+    lines = []
+    spec = cluster.plan_resources(parse_spec(AUTO, LABEL), autoscaling=True, log=lines.append)
+    # asked once, by the auto resolution; the schedulability check takes its answer
+    assert asked == [[{"CPU": 1.0, "GPU": 0.5}, {"CPU": 2.0, "GPU": 1.0}]]
+    assert lines == [
+        "resources.gpu auto: 0.5 GPU per waveunet trial, 1 GPU per wavenet trial (no node of the Ray "
+        "cluster has a GPU yet; its autoscaler starts GPU nodes for them)"
+    ]
+    assert cluster.trial_request(spec, "wavenet")["gpu"] == 1.0
+    # an autoscaler that starts no GPU node: CPU trials
+    monkeypatch.setattr(cluster, "autoscaler_adds_nodes", lambda needs: False)
+    lines.clear()
+    spec, accepted = cluster.resolve_auto_gpu(parse_spec(AUTO, LABEL), autoscaling=True, log=lines.append)
+    assert accepted == [] and cluster.trial_request(spec, "wavenet")["gpu"] == 0.0
+    assert lines[0].endswith("(no node of the Ray cluster has a GPU and its autoscaler starts none)")
+
+
+def test_a_real_local_ray_instance_resolves_auto_to_what_it_has():
+    """The fake cluster's spec (gpu: auto) on this machine's own local Ray instance: 0 GPU without one."""
+    from pathlib import Path
+
+    import ray
+
+    from sepray.sweep.spec import load_spec
+
+    spec = load_spec(Path(__file__).parents[1] / "integration" / "cluster_gpu_sweep.yaml")
+    assert spec.resources.gpu == "auto"
+    cluster.init_ray(None, 1)
+    try:
+        lines = []
+        spec = cluster.plan_resources(spec, log=lines.append)
+        has_gpu = ray.cluster_resources().get("GPU", 0) > 0
+    finally:
+        cluster.shutdown()
+    expected = 1.0 if has_gpu else 0.0
+    assert cluster.trial_request(spec, "wavenet") == {"cpu": 1.0, "gpu": expected}
+    assert cluster.trial_request(spec, "waveunet") == {"cpu": 1.0, "gpu": expected / 2}
+    if not has_gpu:
+        assert lines == [
+            "resources.gpu auto: 0 GPU, the trials train on CPUs (the local Ray instance has no GPU)"
+        ]

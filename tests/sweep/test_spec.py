@@ -317,6 +317,7 @@ def test_search_algorithms_are_built(algorithm):
     raw = copy.deepcopy(BASE)
     raw["search"]["algorithm"] = algorithm
     raw["search"]["max_concurrent"] = 3
+    raw["resources"] = {"cpu": 1, "gpu": 0}  # gpu: auto (the default) is resolved on a Ray cluster first
     if algorithm == "grid":
         raw["search"].pop("num_samples")
         raw["search"]["params"].pop("train.lr")

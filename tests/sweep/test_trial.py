@@ -71,6 +71,7 @@ class _DivergingTrainer:
     num_parameters = 1
     epoch = 0
     finished = False
+    device = "cpu"
     error: BaseException = FloatingPointError("training diverged: loss is nan at step 1")
 
     def __init__(self, cfg):

@@ -18,6 +18,7 @@ from sepray import names, tracking
 from sepray.errors import SweepError
 from sepray.sweep import snapshot
 from sepray.sweep.raytune.cluster import describe_resources
+from sepray.sweep.raytune.faults import error_line, trial_error_text
 
 # The signal (SIGINT / SIGTERM) that interrupted the running sweep, if any: read by the driver after ``fit``.
 INTERRUPTED: dict[str, int | None] = {"signal": None}
@@ -128,16 +129,7 @@ def _show_outcome(trial, outcome: str) -> None:
 
 def _trial_error(trial) -> str:
     """One line on why a trial's attempt failed (the node died, the exception it raised)."""
-    try:
-        error = trial.get_error()
-    except Exception:
-        error = None
-    if error is None:
-        return "unknown error"
-    cause = getattr(error, "cause", None) or getattr(error, "__cause__", None)
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    text = f"{type(cause or error).__name__}: {lines[-1] if lines else ''}"
-    return text[:500]
+    return error_line(trial_error_text(trial)) or "unknown error"
 
 
 class StateSnapshot(Callback):

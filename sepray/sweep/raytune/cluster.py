@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import time
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import ray
@@ -14,6 +17,7 @@ from ray.tune import PlacementGroupFactory
 from ray.tune.execution.placement_groups import resource_dict_to_pg_factory
 
 from sepray.errors import SweepError
+from sepray.sweep.sections import AUTO
 from sepray.sweep.spec import SweepSpec
 from sepray.sweep.trial import sampled_params
 
@@ -21,8 +25,10 @@ LOCAL_NODE_ADDRESS = "127.0.0.1"  # the node address of a local Ray instance
 
 
 def trial_request(spec: SweepSpec, family: str | None = None) -> dict[str, float]:
-    """The resources one trial (of model family ``family``) asks Ray for."""
+    """The resources one trial (of model family ``family``) asks Ray for (``gpu: auto`` resolved first)."""
     res = spec.resources.of_family(family)
+    if res.gpu == AUTO:
+        raise ValueError(f"{spec.label}: resources.gpu is still auto: resolve it first (resolve_auto_gpu)")
     request = {"cpu": res.cpu, "gpu": res.gpu}
     if res.memory_gb:
         request["memory"] = res.memory_gb * 2**30
@@ -71,12 +77,73 @@ def _fits(need: dict[str, float], nodes: list[dict[str, float]]) -> bool:
     return any(all(node.get(k, 0.0) >= v for k, v in need.items()) for node in nodes)
 
 
-def check_schedulable(spec: SweepSpec, autoscaling: bool = False, log=print) -> None:
+def plan_resources(spec: SweepSpec, autoscaling: bool = False, log=print) -> SweepSpec:
+    """The spec with ``resources.gpu: auto`` resolved for this cluster (:func:`resolve_auto_gpu`), after
+    :func:`check_schedulable` found a node (or the autoscaler) for one trial of each family."""
+    spec, accepted = resolve_auto_gpu(spec, autoscaling, log)
+    check_schedulable(spec, autoscaling, log, accepted)
+    return spec
+
+
+def resolve_auto_gpu(
+    spec: SweepSpec, autoscaling: bool = False, log=print
+) -> tuple[SweepSpec, list[dict[str, float]]]:
+    """Replace ``resources.gpu: auto`` by each family's GPU share (``sections.AUTO_GPU_SHARE``) when some alive
+    node has a GPU, or -- ``autoscaling``, a cluster joined by address -- when its autoscaler starts GPU nodes for
+    those requests; else by 0 (the trials run on CPUs). Prints one line saying what it chose and why.
+
+    Returns the resolved spec and the requests the autoscaler accepted (check_schedulable does not ask it again)."""
+    res = spec.resources
+    if not res.auto_gpu:
+        return spec, []
+    families = spec.trial_families()
+    shares = res.auto_families(families)
+    nodes = _alive_nodes()
+    gpu_nodes = [n["GPU"] for n in nodes if n.get("GPU", 0.0) > 0]
+    accepted: list[dict[str, float]] = []
+    if gpu_nodes:
+        use = True
+        why = (
+            f"the Ray cluster has {sum(gpu_nodes):g} GPU on {len(gpu_nodes)} node{'s' * (len(gpu_nodes) > 1)}"
+        )
+    elif autoscaling:
+        candidate = replace(spec, resources=res.resolve_auto(families, True))
+        needs = _distinct([_need(trial_request(candidate, fam)) for fam in shares])
+        use = autoscaler_adds_nodes(needs)
+        accepted = needs if use else []
+        why = (
+            "no node of the Ray cluster has a GPU yet; its autoscaler starts GPU nodes for them"
+            if use
+            else "no node of the Ray cluster has a GPU and its autoscaler starts none"
+        )
+    else:
+        use, why = False, "the local Ray instance has no GPU"
+    if use:
+        chosen = ", ".join(
+            f"{share:g} GPU per {fam + ' ' if fam else ''}trial" for fam, share in shares.items()
+        )
+    else:
+        chosen = "0 GPU, the trials train on CPUs"
+    log(f"resources.gpu auto: {chosen} ({why})")
+    return replace(spec, resources=res.resolve_auto(families, use)), accepted
+
+
+def _distinct(needs: list[dict[str, float]]) -> list[dict[str, float]]:
+    out: dict[str, dict[str, float]] = {}
+    for need in needs:
+        out.setdefault(json.dumps(need, sort_keys=True), need)
+    return list(out.values())
+
+
+def check_schedulable(
+    spec: SweepSpec, autoscaling: bool = False, log=print, accepted: list[dict[str, float]] = ()
+) -> None:
     """SweepError naming what is missing unless some node of the cluster can ever hold one trial of each of the
     sweep's model families (its own request, ``resources.per_family``).
 
     ``autoscaling`` (a cluster joined by address): a request no alive node holds is handed to the cluster's
     autoscaler (``ray.autoscaler.sdk.request_resources``); when it starts a node for it, the sweep goes on.
+    ``accepted``: requests the autoscaler already accepted (:func:`resolve_auto_gpu` asked it).
     """
     families = spec.trial_families() or (None,)
     needs: dict[str, tuple[str | None, dict[str, float]]] = {}
@@ -84,7 +151,7 @@ def check_schedulable(spec: SweepSpec, autoscaling: bool = False, log=print) -> 
         need = _need(trial_request(spec, fam))
         needs.setdefault(json.dumps(need, sort_keys=True), (fam, need))
     nodes = _alive_nodes()
-    unfit = [(fam, need) for fam, need in needs.values() if not _fits(need, nodes)]
+    unfit = [(fam, need) for fam, need in needs.values() if not _fits(need, nodes) and need not in accepted]
     if not unfit:
         return
     if autoscaling and autoscaler_adds_nodes([need for _, need in unfit]):
@@ -98,7 +165,8 @@ def check_schedulable(spec: SweepSpec, autoscaling: bool = False, log=print) -> 
     best = {k: max((node.get(k, 0.0) for node in nodes), default=0.0) for k in need}
     missing = [k for k in need if best[k] < need[k]]
     who = f"a {fam} trial" if fam and len(families) > 1 else "a trial"
-    key = f"resources.per_family.{fam}" if fam in spec.resources.per_family else "resources"
+    written = (spec.raw.get("resources") or {}).get("per_family") or {}  # gpu: auto adds entries of its own
+    key = f"resources.per_family.{fam}" if fam in written else "resources"
     raise SweepError(
         f"{spec.label}: {key}: {who} needs {describe_resources(need)}, but no node of the Ray cluster has that "
         f"(the largest offer {describe_resources(best)}); short of {', '.join(missing) or 'one node with all of it'}"
@@ -185,7 +253,8 @@ def shutdown() -> None:
 
 
 # environment variables a driver joining a cluster hands its trials (through Ray's runtime_env): MLflow's
-# credentials (a server with basic auth) and HTTP retry settings, and sepray's tracking retry window
+# credentials (a server with basic auth) and HTTP retry settings, sepray's tracking retry window, and what the
+# trials need to copy a remote data.path (s3:// credentials, region, an S3-compatible endpoint; gs:// key file)
 FORWARDED_ENV = (
     "MLFLOW_TRACKING_USERNAME",
     "MLFLOW_TRACKING_PASSWORD",
@@ -196,7 +265,17 @@ FORWARDED_ENV = (
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR",
     "MLFLOW_HTTP_REQUEST_TIMEOUT",
     "SEPRAY_TRACKING_RETRY_SECONDS",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_PROFILE",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3",
+    "GOOGLE_APPLICATION_CREDENTIALS",
 )
+ZERO_GPU_OVERRIDE = "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO"  # "1": a task of 0 GPUs gets CUDA_VISIBLE_DEVICES=""
 CONNECT_TIMEOUT_S = 5.0  # to find that nothing listens at a cluster's address (Ray itself waits minutes)
 
 
@@ -218,22 +297,54 @@ def check_reachable(address: str) -> None:
     if gcs is None:
         return
     host, _, port = gcs.rpartition(":")
+    if not (port.isdigit() and 0 < int(port) < 65536):
+        raise SweepError(
+            f"--address {address}: expected HOST:PORT with a port number (1-65535), got {port!r}"
+        )
     try:
         with socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT_S):
             pass
-    except (OSError, ValueError) as exc:
+    except OSError as exc:
         raise SweepError(
             f"cannot join the Ray cluster at {address}: nothing accepts connections at {gcs} "
             f"({exc.strerror or exc}); is the head up (`ray start --head --port {port or 6379}`)?"
         ) from None
 
 
+def create_local_token() -> Path | None:
+    """Write the token a new local Ray instance authenticates with, owner-only, when Ray would write one.
+
+    A local ``ray.init()`` turns on token authentication (unless ``RAY_AUTH_MODE`` says otherwise) and, when it
+    finds no token, writes ``~/.ray/auth_token`` with the default umask: 0644, readable by every user of the
+    machine. sepray writes it first, 0600 (its folder 0700 when new), where Ray reads it: ``RAY_AUTH_TOKEN_PATH``
+    or ``~/.ray/auth_token``. A token that exists (or ``RAY_AUTH_TOKEN``) is left as it is. Returns the new file.
+    """
+    if os.environ.get("RAY_AUTH_MODE", "token").lower() != "token" or os.environ.get("RAY_AUTH_TOKEN"):
+        return None
+    path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token").expanduser()
+    if path.exists():
+        return None
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process wrote it meanwhile
+        return None
+    with os.fdopen(fd, "w") as f:
+        f.write(secrets.token_hex(32))  # Ray's own format: 256 random bits in hex
+    return path
+
+
 def init_ray(address: str | None, num_cpus: int | None) -> None:
     """Start a fresh local Ray instance (``address=None``) or join the cluster at ``address``."""
     if ray.is_initialized():
         return
+    # a trial that asked for no GPU must not see the node's GPUs (it would train on one Ray never gave it):
+    # Ray 2.60 leaves CUDA_VISIBLE_DEVICES alone for a task of 0 GPUs unless told to set it to "" (ray#54868)
+    hide = {ZERO_GPU_OVERRIDE: os.environ.get(ZERO_GPU_OVERRIDE, "1")}
     try:
         if address is None:
+            os.environ.update(hide)  # the local instance's raylet, and so its workers, inherit it
+            create_local_token()
             # a fresh local instance, never a cluster that happens to run on this machine
             # and one that other machines are not told of: its node address is the loopback (what Ray still
             # opens on all interfaces is listed in the README, guarded by Ray's token authentication)
@@ -247,7 +358,7 @@ def init_ray(address: str | None, num_cpus: int | None) -> None:
             check_reachable(address)
             # the trials on other nodes need the driver's tracking credentials and retry settings
             env = {k: v for k, v in os.environ.items() if k in FORWARDED_ENV}
-            ray.init(address=address, runtime_env={"env_vars": env} if env else None)
+            ray.init(address=address, runtime_env={"env_vars": {**env, **hide}})
     except SweepError:
         raise
     except (ConnectionError, RuntimeError, ValueError) as exc:

@@ -9,6 +9,7 @@ so that tests call it without Ray.
 
 from __future__ import annotations
 
+import pickle
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 
 from sepray import names
+from sepray.errors import SweepError
 from sepray.sweep.cut import keep_cut_model
 from sepray.sweep.raytune.callbacks import (
     ChildRunCloser,
@@ -30,6 +32,7 @@ from sepray.sweep.raytune.callbacks import (
     cut_by_time,
 )
 from sepray.sweep.raytune.cluster import TrialResources, describe_requests
+from sepray.sweep.raytune.faults import StorageWatch, check_storage_error
 from sepray.sweep.space import GRID_KEY, grid_points
 from sepray.sweep.spec import SweepSpec
 from sepray.sweep.trial import TrialContext, run_trial
@@ -63,7 +66,11 @@ def train_trial(config: dict[str, Any], sweep: TrialContext) -> None:
 
     def report(metrics: dict[str, Any], checkpoint_dir: Path | None = None) -> None:
         checkpoint = tune.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir else None
-        tune.report(metrics, checkpoint=checkpoint)
+        try:
+            tune.report(metrics, checkpoint=checkpoint)  # copies the checkpoint to the sweep's storage
+        except OSError as exc:
+            check_storage_error(exc, metrics.get("epoch"))
+            raise
 
     checkpoint = tune.get_checkpoint()
     with tempfile.TemporaryDirectory(prefix="sepray-resume-") as tmp:
@@ -112,6 +119,7 @@ def build_tuner_parts(spec: SweepSpec, sweep: TrialContext) -> dict[str, Any]:
         ChildRunCloser(spec.name, sweep.parent_run_id, sweep.uri),
         InterruptWatch(),
         PendingWatch(spec.budget.pending_seconds, describe_requests(spec)),
+        StorageWatch(spec.storage_path()),
     ]
     exp_dir = spec.experiment_dir()
     if exp_dir is not None:
@@ -197,7 +205,12 @@ def fit(spec: SweepSpec, sweep: TrialContext, resume: bool, log=print):
             tune_config=parts["tune_config"],
             run_config=parts["run_config"],
         )
-    return tuner.fit()
+    try:
+        return tuner.fit()
+    except (pickle.UnpicklingError, EOFError) as exc:  # a trial's error file cut off in the storage
+        raise SweepError(
+            f"{path}: Tune could not read back a trial's error ({exc}); is the sweep's storage full?"
+        ) from None
 
 
 def keep_cut_trials(results, sweep: TrialContext, log=print) -> list[str]:
