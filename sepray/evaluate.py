@@ -176,7 +176,8 @@ def evaluate_run(
         raise UsageError(f"sample rate {rate}: expected a rate > 0 in Hz")
     data, songs = split_songs(cfg.data, rate, split, data_path)
     chunk = chunk_seconds or cfg.train.eval_chunk_seconds
-    model_rate = None if isinstance(model, Ensemble) else info.sample_rate  # an ensemble resamples its members
+    # an ensemble resamples each member itself
+    model_rate = None if isinstance(model, Ensemble) else info.sample_rate
     result = evaluate_songs(model, songs, rate, dev, chunk, metric, keep=keep, model_rate=model_rate)
     result.update({"run_id": run_id, "split": split, "data": data.describe(), "sample_rate": rate})
     if log:

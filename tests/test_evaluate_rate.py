@@ -4,6 +4,8 @@ MIR-1K papers separate at 8 kHz and score the 16 kHz clips. The songs are separa
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -11,11 +13,15 @@ from sepray import SOURCES, names
 from sepray.bss_eval import score_clip
 from sepray.config import ConfigError, load_config
 from sepray.data import load_splits
+from sepray.ensemble.build import ensemble_run
 from sepray.evaluate import evaluate_run, evaluate_songs
 from sepray.separate import load_run_model, separate_song
+from sepray.sweep import ensemble_stage
+from sepray.sweep.spec import load_spec
 from sepray.train import train_run
 from tests.data.fixtures import mir1k_folder
 
+REPO = Path(__file__).resolve().parents[1]
 CLIPS = {"abjones": {1: 2, 2: 1}, "amy": {1: 2}, "singer3": {1: 2}, "singer4": {1: 1}}
 
 
@@ -78,6 +84,30 @@ def test_evaluate_songs_at_the_model_rate_is_unchanged(trained):
     plain = evaluate_songs(model, songs, 8000, chunk_seconds=1.0)
     same = evaluate_songs(model, songs, 8000, chunk_seconds=1.0, model_rate=8000)
     assert plain["songs"] == same["songs"]
+
+
+def test_an_ensemble_is_scored_at_its_members_eval_sample_rate(trained):
+    """A sweep's ensemble stage scores at the members' ``data.eval_sample_rate`` (16 kHz), as their own test
+    evaluations did, not at the ensemble's 8 kHz: the same numbers as `sepray evaluate` of the ensemble run."""
+    cfg, run_id, uri = trained
+    second = train_run(
+        load_config("unittest", [*_data(cfg), "data.eval_sample_rate=16000", "train.epochs=1", "train.seed=1"]),
+        experiment="rate", checkpoint_root=str(Path(cfg.data.cache_dir).parent / "runs"), uri=uri,
+        log=lambda *a: None,
+    ).run_id  # fmt: skip
+    spec = load_spec(REPO / "sweeps" / "mir1k.yaml", [f"data.path={cfg.data.path}"])
+    members = [{"run_id": run_id}, {"run_id": second}]
+    with ensemble_run([run_id, second], "equal", uri=uri, device="cpu", log=lambda *a: None) as built:
+        assert built.ensemble.sample_rate == 8000
+        staged = ensemble_stage._evaluate(built, members, spec, None)
+        ensemble_id = built.run.run_id
+    by_cli = evaluate_run(ensemble_id, uri=uri, device="cpu", metric=names.BSS_EVAL_V3, log=False)
+    assert by_cli["sample_rate"] == 16000
+    assert staged["bss_eval_v3"]["songs"] == pytest.approx(by_cli["bss_eval_v3"]["songs"])
+    at_8k = evaluate_run(
+        ensemble_id, uri=uri, device="cpu", metric=names.BSS_EVAL_V3, log=False, sample_rate=8000
+    )
+    assert at_8k["bss_eval_v3"]["songs"] != staged["bss_eval_v3"]["songs"]
 
 
 @pytest.mark.parametrize(
