@@ -31,7 +31,7 @@ def sweep(spec: str, cwd: Path, *args: str, timeout: int = 600) -> subprocess.Co
 
 def parent_and_children(name: str, uri: str):
     parent = next(r for r in tracking.find_runs(name, uri=uri) if r.data.tags.get("sepray.kind") == "sweep")
-    return parent, tracking.child_runs(name, parent.info.run_id, uri)
+    return parent, tracking.child_runs(name, parent.info.run_id, uri, kind="trial")
 
 
 def test_mir1k_smoke_sweep_picks_its_winner_by_vocals_gnsdr_at_16_khz(tmp_path):
@@ -95,7 +95,12 @@ def test_musdb_smoke_sweep_runs_both_families_on_stem_mp4(tmp_path, musdb_stems)
     assert {c.data.params["model.name"] for c in children} == {"waveunet", "spec_unet"}  # seeded draws
     evaluated = [c for c in children if "test_sdr_vocals" in c.data.metrics]
     best = max(evaluated, key=lambda c: c.data.metrics["test_sdr_vocals"])
-    assert parent.data.tags["sepray.best_run_id"] == best.info.run_id
+    # top_k >= 2: the ensemble of the evaluated trials follows, scored on the same test songs; it is the winner
+    # only when its verdict says so
+    (ensemble,) = tracking.child_runs("musdb-smoke", parent.info.run_id, uri, kind="ensemble")
+    assert "test_sdr_vocals" in ensemble.data.metrics
+    wins = "the ensemble is the winner" in ensemble.data.tags["sepray.ensemble_verdict"]
+    assert parent.data.tags["sepray.best_run_id"] == (ensemble if wins else best).info.run_id
     path = tracking.download_artifacts(best.info.run_id, "evaluation/test_sdr.json", tmp_path / "dl", uri)
     evaluation = json.loads(path.read_text())
     assert sorted(evaluation["songs"]) == ["test song 0", "test song 1"] and evaluation["sample_rate"] == 8000
