@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import math
+import functools
 import os
 import shlex
 import signal
 import sys
-import typing
 from pathlib import Path
 
 import sepray
 from sepray import names
+from sepray.cli_args import EXIT_USER_ERROR, OneLineParser, int_at_least, memory_size, positive_seconds
 from sepray.errors import UsageError, UserError
 
-EXIT_USER_ERROR = 2
 DEFAULT_PRESET = "spec-unet-small"  # what `sepray train` trains when given no CONFIG
 
 
@@ -39,33 +38,6 @@ def _check_run_id(run_id: str, store: str | None = None) -> None:
     tracking.check_run_id(run_id)
     if store is not None:
         tracking.check(store)
-
-
-def positive_seconds(text: str) -> float:
-    """argparse type: a finite number of seconds > 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
-    return value
-
-
-def int_at_least(minimum: int):
-    """argparse type: an integer >= ``minimum``."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {text!r}")
-        return value
-
-    parse.__name__ = f"int_at_least_{minimum}"
-    return parse
 
 
 def cmd_data_synth(args: argparse.Namespace) -> None:
@@ -110,17 +82,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     print(format_evaluation(result))
 
 
-def _memory_size(text: str) -> int:
-    from sepray.chunk_budget import parse_memory
-
-    try:
-        return parse_memory(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
 def cmd_separate(args: argparse.Namespace) -> None:
-    from sepray.separate import separate_run
+    from sepray.ensemble.runs import separate_run  # a single model's run or an ensemble's
 
     _check_run_id(args.run_id)
     outs = separate_run(
@@ -136,6 +99,19 @@ def cmd_separate(args: argparse.Namespace) -> None:
     )
     for out in outs:
         print(out)
+
+
+def cmd_ensemble(args: argparse.Namespace) -> None:
+    from sepray.ensemble.build import ensemble_run
+
+    log = functools.partial(print, file=sys.stderr)
+    options = {"experiment": args.experiment, "run_name": args.name, "device": args.device, "log": log}
+    with ensemble_run(args.run_ids, args.weights, **options) as built:
+        weights = ", ".join(f"{w:.3g}" for w in built.ensemble.weights)
+        log(
+            f"ensemble of {len(args.run_ids)} runs, weights {weights}; evaluate it: sepray evaluate --run-id ID"
+        )
+    print(built.run.run_id)
 
 
 def cmd_export(args: argparse.Namespace) -> None:
@@ -225,14 +201,6 @@ def cmd_presets(args: argparse.Namespace) -> None:
         print(name)
 
 
-class OneLineParser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line (``sepray: error: ... (see PROG --help)``), exit 2, like every
-    other user error; subcommand parsers are of this class too (``add_subparsers`` uses the parent's)."""
-
-    def error(self, message: str) -> typing.NoReturn:
-        self.exit(EXIT_USER_ERROR, f"sepray: error: {' '.join(message.split())} (see {self.prog} --help)\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog="sepray", description=sepray.__doc__)
     p.add_argument("--version", action="version", version=f"sepray {sepray.__version__}")
@@ -288,7 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sep.add_argument(
         "--max-memory",
-        type=_memory_size,
+        type=memory_size,
         help="memory for one model call beyond the weights, e.g. 2G or 512M (default: half the free memory, at most 2G)",
     )
     sep.add_argument(
@@ -300,6 +268,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sep.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     sep.set_defaults(func=cmd_separate)
+
+    ens = sub.add_parser("ensemble", help="an ensemble of finished runs, logged as a run; prints its run id")
+    ens.add_argument("run_ids", nargs="+", metavar="RUN_ID", help="two or more runs with a model package")
+    ens.add_argument("--name", help="the run's name (default: ensemble of <the members' run names>)")
+    ens.add_argument(
+        "--weights",
+        choices=["fit", "equal"],
+        default="fit",
+        help="fit: on the members' common validation songs (they must share a data config); equal: 1 / runs",
+    )
+    ens.add_argument("--experiment", help="MLflow experiment of the run (default: the first member's)")
+    ens.add_argument("--device", default="auto")
+    ens.set_defaults(func=cmd_ensemble)
 
     exp = sub.add_parser(
         "export",

@@ -9,6 +9,7 @@ import dataclasses
 import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +22,10 @@ from sepray.config import run_config_from_dict
 from sepray.data import load_splits
 from sepray.data.remote import is_uri
 from sepray.data.splits import SPLITS
+from sepray.ensemble.members import separate_any
+from sepray.ensemble.runs import load_run_separator
 from sepray.errors import MissingFileError, UsageError
 from sepray.numbers import json_safe, nanmean, nanmedian
-from sepray.separate import load_run_model, separate_tensor
 
 METRIC_NOTE = (
     "SDR in dB: museval v4 (BSSEval v4) framewise, 1 s windows/hop, median over frames, then over songs"
@@ -37,12 +39,18 @@ def evaluate_songs(
     device="cpu",
     chunk_seconds: float = 10.0,
     metric: str = names.MUSEVAL_V4,
+    separate: Callable[[Any], dict[str, torch.Tensor]] | None = None,
+    keep: Callable[[str, dict[str, torch.Tensor]], None] | None = None,
 ) -> dict[str, Any]:
     """Separate and score ``songs`` -> {"songs": {name: {source: sdr}}, "median": {source: sdr}, "baselines":
     {baseline: {source: median sdr}}, "song_baselines": {baseline: {name: {source: sdr}}}, "x_realtime":
     seconds of audio separated per second of separation (scoring not included)}; with ``metric="bss_eval_v3"``
     also "bss_eval_v3": {"metric", "songs": {name: {source: {"sdr", "sir", "sar", "nsdr", "mix_sdr"}}},
-    "seconds": {name: length}, "gnsdr" / "gsir" / "gsar" / "gsdr": {source: length-weighted mean}}."""
+    "seconds": {name: length}, "gnsdr" / "gsir" / "gsar" / "gsdr": {source: length-weighted mean}}.
+
+    ``model`` is a single model or an ensemble (:func:`sepray.ensemble.members.separate_any`); ``separate(song)``,
+    when given, makes each song's estimates {source: (C, T)} instead. ``keep(song name, estimates)`` is called
+    with every song's estimates (a sweep keeps its members' to combine into its ensemble's)."""
     if metric not in names.TEST_METRICS:
         raise UsageError(f"metric {metric!r}: expected one of {list(names.TEST_METRICS)}")
     per_song: dict[str, dict[str, float]] = {}
@@ -52,11 +60,16 @@ def evaluate_songs(
     audio_seconds = separate_seconds = 0.0
     for song in songs:
         started = time.perf_counter()
-        est = separate_tensor(model, song.mix, chunk_seconds, sample_rate, device)
+        if separate is not None:
+            est = separate(song)
+        else:
+            est = separate_any(model, song.mix, chunk_seconds, sample_rate, device)
         if torch.cuda.is_available():
             torch.cuda.synchronize()
         separate_seconds += time.perf_counter() - started
         audio_seconds += song.mix.shape[-1] / sample_rate
+        if keep is not None:
+            keep(song.name, est)
         refs = torch.stack([song.sources[s] for s in SOURCES])
         ests = torch.stack([est[s] for s in SOURCES])
         per_song[song.name] = _medians(metrics.sdr_frames(refs, ests, sample_rate))
@@ -134,21 +147,34 @@ def evaluate_run(
     chunk_seconds: float | None = None,
     log: bool = True,
     metric: str = names.MUSEVAL_V4,
+    keep: Callable[[str, dict[str, torch.Tensor]], None] | None = None,
 ) -> dict[str, Any]:
-    """Evaluate run ``run_id``'s model on ``split`` of its own data config (or of ``data_path``).
+    """Evaluate run ``run_id``'s model (or ensemble) on ``split`` of its own data config (or of ``data_path``).
 
     Logs ``<split>_sdr_<source>`` metrics (plus ``<split>_sdr`` mean and the baselines) and an
-    ``evaluation/<split>_sdr.json`` + ``.txt`` table to the run; with ``metric="bss_eval_v3"`` also
-    ``<split>_gnsdr_<source>``, ``_gsir_``, ``_gsar_``, ``_gsdr_`` and ``<split>_gnsdr`` (mean over sources),
-    the per-song scores in the same JSON. Returns the result dict.
+    ``evaluation/<split>_sdr.json`` + ``.txt`` table to the run (:func:`log_evaluation`); with
+    ``metric="bss_eval_v3"`` also ``<split>_gnsdr_<source>``, ``_gsir_``, ``_gsar_``, ``_gsdr_`` and
+    ``<split>_gnsdr`` (mean over sources), the per-song scores in the same JSON. ``keep``: see
+    :func:`evaluate_songs`. Returns the result dict.
     """
     from sepray import tracking
     from sepray.device import resolve_device
 
     dev = resolve_device(device)
-    model, info = load_run_model(run_id, dev, uri)
+    model, info = load_run_separator(run_id, dev, uri)
     cfg = run_config_from_dict(tracking.load_run_config(run_id, uri), f"run {run_id}: run_config.json")
-    data = cfg.data
+    data, songs = split_songs(cfg.data, info.sample_rate, split, data_path)
+    chunk = chunk_seconds or cfg.train.eval_chunk_seconds
+    result = evaluate_songs(model, songs, info.sample_rate, dev, chunk, metric, keep=keep)
+    result.update({"run_id": run_id, "split": split, "data": data.describe()})
+    if log:
+        log_evaluation(tracking.attach_run(run_id, uri), result, split)
+    return result
+
+
+def split_songs(data, sample_rate: int, split: str, data_path: str | os.PathLike | None = None):
+    """The songs of ``split`` of a run's data config (or of another copy of its data set at ``data_path``) at
+    ``sample_rate`` -> (the data config used, songs); UsageError when the split is unknown or has no songs."""
     if data_path is not None:
         if not is_uri(str(data_path)) and not Path(data_path).exists():
             raise MissingFileError(f"{data_path}: no such dataset folder")
@@ -158,26 +184,25 @@ def evaluate_run(
         data = dataclasses.replace(
             data, path=str(data_path), layout="auto", split=split_rule, eval_corpus=None
         )
-    if data.sample_rate != info.sample_rate:
-        data = dataclasses.replace(data, sample_rate=info.sample_rate)
+    if data.sample_rate != sample_rate:
+        data = dataclasses.replace(data, sample_rate=sample_rate)
     if split not in SPLITS:
         raise UsageError(f"--split {split!r}: expected one of {sorted(SPLITS)}")
     songs = load_splits(data, (split,))[split]
     if not songs:
         raise UsageError(f"{data.describe()}: the {split} split has no songs")
-    result = evaluate_songs(
-        model, songs, info.sample_rate, dev, chunk_seconds or cfg.train.eval_chunk_seconds, metric
-    )
-    result.update({"run_id": run_id, "split": split, "data": data.describe()})
-    if log:
-        run = tracking.attach_run(run_id, uri)
-        values = {names.sdr_metric(split, s): v for s, v in result["median"].items()}
-        values[names.sdr_metric(split)] = nanmean(list(result["median"].values()))
-        values[names.x_realtime_metric(split)] = result["x_realtime"]
-        for name, vals in result["baselines"].items():
-            values.update({names.sdr_metric(split, s, name): v for s, v in vals.items()})
-        values.update(_global_metrics(result, split))
-        run.log_metrics(values)
-        run.log_text(json.dumps(json_safe(result), indent=2) + "\n", f"evaluation/{split}_sdr.json")
-        run.log_text(format_evaluation(result) + "\n", f"evaluation/{split}_sdr.txt")
-    return result
+    return data, songs
+
+
+def log_evaluation(run, result: dict[str, Any], split: str) -> None:
+    """Log an evaluation's metrics (``<split>_sdr_<source>``, the mean, the speed, the baselines, the BSS Eval
+    v3 means) and its ``evaluation/<split>_sdr.json`` + ``.txt`` to ``run`` (a :class:`sepray.tracking.Run`)."""
+    values = {names.sdr_metric(split, s): v for s, v in result["median"].items()}
+    values[names.sdr_metric(split)] = nanmean(list(result["median"].values()))
+    values[names.x_realtime_metric(split)] = result["x_realtime"]
+    for name, vals in result["baselines"].items():
+        values.update({names.sdr_metric(split, s, name): v for s, v in vals.items()})
+    values.update(_global_metrics(result, split))
+    run.log_metrics(values)
+    run.log_text(json.dumps(json_safe(result), indent=2) + "\n", f"evaluation/{split}_sdr.json")
+    run.log_text(format_evaluation(result) + "\n", f"evaluation/{split}_sdr.txt")

@@ -12,10 +12,22 @@ mixture (for the models whose estimates do). Float inputs are written as float f
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 
 from sepray.audio import AudioReader, AudioWriter
+
+
+class BlockReader(Protocol):
+    """What :func:`sepray.separate.separate_stream` reads from: :class:`sepray.audio.AudioReader`,
+    :class:`ScaledReader` or an equivalent."""
+
+    samplerate: int
+    channels: int
+    frames: int
+
+    def read(self, start: int, stop: int) -> torch.Tensor: ...
 
 
 class ScaledReader:

@@ -37,6 +37,11 @@ NO_BEST_REASON = "sepray.no_best_reason"  # on the parent run of a sweep that ha
 REGISTERED_MODEL = "sepray.registered_model"
 VERSION = "sepray.version"
 SMOKE_TEST = "sepray.smoke_test"
+# an ensemble's run (KIND and, in a sweep's leaderboard, OUTCOME = ENSEMBLE)
+MEMBERS = "sepray.members"  # its members' run ids, comma-separated, in the order of its package
+ENSEMBLE_VERDICT = (
+    "sepray.ensemble_verdict"  # a sweep's ensemble against the best single trial (report_stats)
+)
 # MLflow's own tags: the run's display name, its description (markdown), the experiment's kind in the UI
 RUN_NAME = "mlflow.runName"
 NOTE = "mlflow.note.content"
@@ -63,7 +68,8 @@ STOPPED_EARLY = "stopped_early"  # ASHA stopped it (no model package)
 CUT_BY_TIME = "cut_by_time"  # a time limit stopped it; its run keeps the model of its last completed epoch
 FAILED = "failed"
 INTERRUPTED = "interrupted"
-OUTCOMES = (RUNNING, FINISHED, STOPPED_EARLY, CUT_BY_TIME, FAILED, INTERRUPTED)
+ENSEMBLE = "ensemble"  # not a trial: a sweep's ensemble of its top trials (its run's KIND too)
+OUTCOMES = (RUNNING, FINISHED, STOPPED_EARLY, CUT_BY_TIME, FAILED, INTERRUPTED, ENSEMBLE)
 MODEL_OUTCOMES = (FINISHED, CUT_BY_TIME)  # a FINISHED run with one of these holds a model package
 # the two time limits of a sweep (spec keys, the value of the CUT_BY tag)
 SWEEP_LIMIT = "budget.sweep_seconds"  # Tune's time_budget_s: Tune stops every running trial
@@ -103,6 +109,19 @@ MUSEVAL_V4 = "museval_v4"  # framewise SDR, median over 1 s frames then songs (s
 BSS_EVAL_V3 = "bss_eval_v3"  # bss_eval_sources over whole clips, NSDR; length-weighted GNSDR / GSIR / GSAR
 TEST_METRICS = (MUSEVAL_V4, BSS_EVAL_V3)
 BSS_GLOBALS = ("gnsdr", "gsir", "gsar", "gsdr")  # the length-weighted means of NSDR / SIR / SAR / SDR
+# a sweep's ensemble against its best single trial: the mean per-test-song difference of select's score
+# (ensemble minus trial, dB) and its 95 % paired bootstrap interval
+ENSEMBLE_GAIN, ENSEMBLE_GAIN_LOW, ENSEMBLE_GAIN_HIGH = (
+    "ensemble_gain",
+    "ensemble_gain_low",
+    "ensemble_gain_high",
+)
+
+
+def fit_metric(source: str | None = None) -> str:
+    """``fit_valid_sdr_vocals``: an ensemble's score on the full validation songs its weights were fitted on (the
+    mean over songs of museval SDR); no source: the mean over the fitted sources, the fit's objective."""
+    return "_".join(["fit", sdr_metric("valid", source)])
 
 
 def x_realtime_metric(split: str) -> str:

@@ -40,6 +40,16 @@ def check_inputs(paths: list[Path]) -> None:
         raise AudioError(f"two inputs would write the same output folder {sorted(dupes)[0]!r}; rename one")
 
 
+def check_separation(paths: list[Path], outdir: Path, log: Callable[[str], None] | None = None) -> None:
+    """Everything ``sepray separate`` checks before it loads a model: the inputs (:func:`check_inputs`), the
+    ``-o`` folder and each song's folder in it; then the partial separations killed runs left there go."""
+    check_inputs(paths)
+    check_output_root(outdir)
+    for path in paths:
+        check_output_folder(outdir / path.stem, paths)
+    remove_stale_partials(outdir, log)
+
+
 SEPARATION = FolderKind(
     manifest=".sepray-separation.json",
     format="sepray-separation",

@@ -72,6 +72,11 @@ def read_package_info(directory: str | os.PathLike) -> PackageInfo:
         raise PackageError(f"{path}: not UTF-8 text, not a sepray model package") from None
     except json.JSONDecodeError as exc:
         raise PackageError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    if isinstance(meta, dict) and meta.get("format") == "sepray-ensemble":  # sepray.ensemble.package.FORMAT
+        raise PackageError(
+            f"{path}: an ensemble of models, not one model: `sepray separate` and `sepray evaluate` take its run, "
+            "`sepray export` takes each member's run"
+        )
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise PackageError(f'{path}: not a sepray model package (expected "format": "{FORMAT}")')
     version = meta.get("format_version")

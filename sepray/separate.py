@@ -17,7 +17,6 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Protocol
 
 import torch
 
@@ -25,7 +24,7 @@ from sepray import SOURCES, dsp
 from sepray.audio import AudioReader, AudioWriter
 from sepray.device import generation_threads, torch_threads
 from sepray.errors import UsageError
-from sepray.headroom import level_of, write_unclipped
+from sepray.headroom import BlockReader, level_of, write_unclipped
 from sepray.models import Separator
 from sepray.output_folders import (
     SEPARATION,
@@ -221,16 +220,6 @@ def _add_high_band(est: dict[str, torch.Tensor], high: torch.Tensor) -> None:
     est[HIGH_BAND_SOURCE] = est[HIGH_BAND_SOURCE] + high
 
 
-class BlockReader(Protocol):
-    """What :func:`separate_stream` reads from: :class:`sepray.audio.AudioReader` or an equivalent."""
-
-    samplerate: int
-    channels: int
-    frames: int
-
-    def read(self, start: int, stop: int) -> torch.Tensor: ...
-
-
 @torch.no_grad()
 def separate_stream(
     model: Separator,
@@ -302,7 +291,8 @@ def separate_file(
 
     16-bit PCM, or 32-bit float when the input is float or an estimate exceeds full scale (``log`` says so).
 
-    Streams the file (:func:`separate_stream`): memory does not grow with the song's length. The song's folder
+    Streams the file (:func:`separate_stream`; ``model`` may also be an ensemble, whose ``file_stream`` streams
+    its members, :mod:`sepray.ensemble.members`): memory does not grow with the song's length. The song's folder
     is written under a temporary name and renamed into place when complete; nothing is left on an error (nor
     the folders it created). A previous separation already at ``outdir/<song>`` is replaced (``log`` says
     so); anything else there is an error and is left untouched (:func:`check_output_folder`).
@@ -312,11 +302,17 @@ def separate_file(
         target = outdir / path.stem
         if check_output_folder(target, [path]) and log is not None:
             log(f"replacing the previous separation in {target}")
-        length = dsp.resampled_length(reader.frames, reader.samplerate, info.sample_rate)
-        chunk = max(1, round(chunk_seconds * info.sample_rate))
-        n = count_chunks(model, length, chunk)
-        progress = stack.enter_context(separation_progress(model, n, chunk, path.name, show_progress))
-        stack.enter_context(torch_threads(generation_threads(model, device)))
+        file_stream = getattr(model, "file_stream", None)  # an ensemble streams its members (sepray.ensemble)
+        if file_stream is None:
+            length = dsp.resampled_length(reader.frames, reader.samplerate, info.sample_rate)
+            chunk = max(1, round(chunk_seconds * info.sample_rate))
+            n = count_chunks(model, length, chunk)
+            progress = stack.enter_context(separation_progress(model, n, chunk, path.name, show_progress))
+            stack.enter_context(torch_threads(generation_threads(model, device)))
+            args = {"model_rate": info.sample_rate, "chunk_seconds": chunk_seconds, "device": device}
+            stream = functools.partial(separate_stream, model, progress=progress, **args)
+        else:
+            stream = stack.enter_context(file_stream(reader, chunk_seconds, device, path.name, show_progress))
         created = missing_folders(outdir)
         stack.push(functools.partial(remove_if_failed, created))
         outdir.mkdir(parents=True, exist_ok=True)
@@ -329,7 +325,7 @@ def separate_file(
                 for name in SOURCES
             }
             notes = [level.note(path)]
-            blocks = separate_stream(model, level.reader, info.sample_rate, chunk_seconds, device, progress)
+            blocks = stream(level.reader)
             for block in blocks:
                 if (peak := write_unclipped(writers, level.restore(block))) is not None:
                     notes.append(f"{path}: an estimate peaks at {peak:.2f}: written as 32-bit float WAVs")

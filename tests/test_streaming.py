@@ -297,31 +297,36 @@ MEMORY_PROBE = textwrap.dedent(
 )
 
 
+def long_file_peak_growth(folder: Path, probe: str, rate: int = 16000, seconds: int = 600) -> tuple[int, int]:
+    """Write ``long.wav`` (``seconds`` of noise, never held whole) and a 30 s ``short.wav`` in ``folder``, run
+    ``probe`` (a script: warm up on the short file, separate the long one into ``folder/out``, print the peak
+    RSS growth in bytes) in a fresh process -> (peak RSS growth in bytes, the long song's decoded size)."""
+    rng = np.random.default_rng(0)
+    for name, length in (("long", seconds), ("short", 30)):
+        with sf.SoundFile(str(folder / f"{name}.wav"), "w", rate, 1, subtype="PCM_16") as f:
+            for _ in range(length // 10):  # never holds the song
+                f.write((rng.standard_normal(10 * rate) * 0.1).astype(np.float32))
+    proc = subprocess.run(
+        [sys.executable, "-c", probe, *(str(folder / n) for n in ("long.wav", "short.wav", "out"))],
+        cwd=Path(__file__).resolve().parents[1],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    info = sf.info(str(folder / "out" / "long" / "vocals.wav"))
+    assert (info.samplerate, info.channels, info.frames) == (rate, 1, seconds * rate)
+    return int(proc.stdout.strip().splitlines()[-1]), seconds * rate * 4
+
+
 @pytest.mark.skipif(sys.platform != "linux", reason="ru_maxrss is in KiB only on Linux")
 def test_memory_stays_bounded_on_a_long_file(tmp_path):
     """10 minutes of 16 kHz mono (38 MB decoded as float32): the peak RSS grows by a small fraction of that.
 
     Separating it in memory grows the peak by ~320 MB (decoded song, resampled copies, estimates).
     """
-    rate, seconds = 16000, 600
-    rng = np.random.default_rng(0)
-    for name, length in (("long", seconds), ("short", 30)):
-        with sf.SoundFile(str(tmp_path / f"{name}.wav"), "w", rate, 1, subtype="PCM_16") as f:
-            for _ in range(length // 10):  # never holds the song
-                f.write((rng.standard_normal(10 * rate) * 0.1).astype(np.float32))
-    decoded = seconds * rate * 4
-    proc = subprocess.run(
-        [sys.executable, "-c", MEMORY_PROBE, *(str(tmp_path / n) for n in ("long.wav", "short.wav", "out"))],
-        cwd=Path(__file__).resolve().parents[1],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    growth = int(proc.stdout.strip().splitlines()[-1])
+    growth, decoded = long_file_peak_growth(tmp_path, MEMORY_PROBE)
     assert growth < decoded / 4, f"peak RSS grew by {growth / 1e6:.1f} MB for a {decoded / 1e6:.0f} MB song"
-    info = sf.info(str(tmp_path / "out" / "long" / "vocals.wav"))
-    assert (info.samplerate, info.channels, info.frames) == (rate, 1, seconds * rate)
 
 
 def test_full_band_output_keeps_the_band_above_the_model_rate(tmp_path):

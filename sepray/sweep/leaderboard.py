@@ -7,7 +7,8 @@ epoch) -- by that metric are evaluated on every full test song
 (:func:`sepray.evaluate.evaluate_run`, museval-exact framewise SDR, logged on each trial's run as
 ``test_sdr_<source>``), and the best by ``select`` (default ``test_sdr_vocals``) wins. The parent run gets the
 leaderboard as a table artifact, the best run id as a tag, and the best model is registered in the MLflow
-model registry under the sweep's name. No Ray here.
+model registry under the sweep's name -- or the ensemble of the evaluated trials, when it is better beyond
+noise (:mod:`sepray.sweep.ensemble_stage`). No Ray here.
 """
 
 from __future__ import annotations
@@ -21,14 +22,17 @@ from typing import Any
 
 from sepray import SOURCES, names, tracking
 from sepray.numbers import is_finite
-from sepray.sweep.objectives import bss_columns, describe_select, select_parts, test_metric_of
+from sepray.sweep.objectives import bss_columns, describe_select, select_parts, select_value, test_metric_of
 
 
 def collect_rows(spec, parent_run_id: str, uri: str) -> list[dict[str, Any]]:
-    """One row per child run (= per distinct configuration) of the sweep."""
+    """One row per child run of the sweep: per distinct configuration (a trial), and its ensemble (outcome
+    "ensemble") when the sweep built one."""
     rows = []
     for r in tracking.child_runs(spec.name, parent_run_id, uri):
         m, p, t = r.data.metrics, r.data.params, r.data.tags
+        if t.get(names.KIND) == names.ENSEMBLE and r.info.status != "FINISHED":
+            continue  # an ensemble stage that did not finish (its driver was killed): no row
         row: dict[str, Any] = {
             "run_id": r.info.run_id,
             "model": t.get(names.MODEL) or p.get("model.name", ""),
@@ -56,9 +60,9 @@ def collect_rows(spec, parent_run_id: str, uri: str) -> list[dict[str, Any]]:
         for param in spec.params:
             row[param.key] = sampled.get(param.key, "")  # "" when the parameter was inactive (`when:`)
         row["retries"] = _int(t.get(names.RETRIES)) or 0
-        row["reason"] = {names.FAILED: row["last_error"], names.CUT_BY_TIME: row["cut_by"]}.get(
-            row["outcome"], ""
-        )
+        reasons = {names.FAILED: row["last_error"], names.CUT_BY_TIME: row["cut_by"]}
+        reasons[names.ENSEMBLE] = t.get(names.ENSEMBLE_VERDICT, "")  # what it was built of, how it compares
+        row["reason"] = reasons.get(row["outcome"], "")
         row["signature"] = t.get(names.SIGNATURE, "")
         row["trial_id"] = t.get(names.TRIAL_ID, "")
         rows.append(row)
@@ -90,8 +94,9 @@ def top_k(rows: list[dict[str, Any]], spec) -> list[dict[str, Any]]:
     ]
 
 
-def evaluate_top_k(rows: list[dict[str, Any]], spec, uri: str, log=print) -> list[dict[str, Any]]:
-    """Evaluate the top-k rows on the full test songs (skipping runs already evaluated, e.g. on --resume)."""
+def evaluate_top_k(rows: list[dict[str, Any]], spec, uri: str, log=print, kept=None) -> list[dict[str, Any]]:
+    """Evaluate the top-k rows on the full test songs (skipping runs already evaluated, e.g. on --resume);
+    ``kept`` (:class:`sepray.sweep.ensemble_stage.KeptEstimates`) keeps their estimates for the ensemble."""
     from sepray.evaluate import evaluate_run
 
     chosen = top_k(rows, spec)
@@ -100,23 +105,15 @@ def evaluate_top_k(rows: list[dict[str, Any]], spec, uri: str, log=print) -> lis
         if all(is_finite(row.get(key)) for key in needed):
             continue
         log(f"evaluating run {row['run_id']} ({row['model']}) on the full test songs")
-        result = evaluate_run(row["run_id"], uri=uri, device="auto", metric=test_metric_of(spec))
+        keep = kept.keeper(row["run_id"]) if kept is not None else None
+        result = evaluate_run(row["run_id"], uri=uri, device="auto", metric=test_metric_of(spec), keep=keep)
         for s in SOURCES:
             row[names.sdr_metric("test", s)] = result["median"].get(s)
+        row[names.x_realtime_metric("test")] = result["x_realtime"]
         for key in bss_columns(spec):
             _, score, source = select_parts(key)
             row[key] = result[names.BSS_EVAL_V3][score][source]
     return chosen
-
-
-def select_value(row: dict[str, Any], select: str) -> float:
-    """The row's ``select`` value; ``test_sdr`` / ``test_gnsdr``: the mean over the sources that have one."""
-    if select in (names.sdr_metric("test"), names.global_metric("test", "gnsdr")):
-        vals = [row.get(f"{select}_{s}") for s in SOURCES]
-        vals = [v for v in vals if is_finite(v)]
-        return sum(vals) / len(vals) if vals else float("nan")
-    value = row.get(select)
-    return float(value) if is_finite(value) else float("nan")
 
 
 def choose_best(evaluated: list[dict[str, Any]], spec) -> dict[str, Any] | None:
@@ -126,20 +123,31 @@ def choose_best(evaluated: list[dict[str, Any]], spec) -> dict[str, Any] | None:
 
 
 def rank(rows: list[dict[str, Any]], spec, best: dict[str, Any] | None) -> list[dict[str, Any]]:
-    """Rows in leaderboard order (evaluated by ``select`` first, then by the validation metric), with
-    ``rank`` (1-based) and ``best`` filled in."""
-    ranked = sorted(rows, key=lambda r: _rank_key(r, spec))
+    """Rows in leaderboard order (trials evaluated by ``select`` first, then by the validation metric; a sweep's
+    ensemble after them), with ``rank`` (1-based; "E" for the ensemble) and ``best`` filled in."""
+    trials = sorted((r for r in rows if r.get("outcome") != names.ENSEMBLE), key=lambda r: _rank_key(r, spec))
+    ranked = trials + [r for r in rows if r.get("outcome") == names.ENSEMBLE]
     for i, row in enumerate(ranked, 1):
-        row["rank"] = i
+        row["rank"] = i if i <= len(trials) else "E"
         row["best"] = best is not None and row["run_id"] == best["run_id"]
     return ranked
 
 
 def finish_sweep(spec, parent: tracking.Run, uri: str, log=print) -> dict[str, Any]:
-    """Evaluate the top-k, choose the best by ``spec.select``, log the leaderboard, register the best model."""
-    rows = collect_rows(spec, parent.run_id, uri)
-    evaluated = evaluate_top_k(rows, spec, uri, log)
-    best = choose_best(evaluated, spec)
+    """Evaluate the top-k, choose the best by ``spec.select``, build the ensemble of the evaluated trials (it wins
+    only when it is better beyond noise, :mod:`sepray.sweep.ensemble_stage`), log the leaderboard, register the
+    best model."""
+    from sepray.sweep.ensemble_stage import kept_estimates, sweep_ensemble
+
+    rows = [r for r in collect_rows(spec, parent.run_id, uri) if r["outcome"] != names.ENSEMBLE]
+    with kept_estimates(spec) as kept:
+        evaluated = evaluate_top_k(rows, spec, uri, log, kept)
+        best = choose_best(evaluated, spec)
+        rank(rows, spec, best)  # the members' ranks, for the ensemble's lines
+        ensemble = sweep_ensemble(spec, parent.run_id, uri, evaluated, best, kept, log)
+    if ensemble is not None:
+        rows += [r for r in collect_rows(spec, parent.run_id, uri) if r["run_id"] == ensemble.run_id]
+        best = rows[-1] if ensemble.wins else best
     ranked = rank(rows, spec, best)
     columns = leaderboard_columns(spec)
     table = {c: [_cell(r.get(c)) for r in ranked] for c in columns}
@@ -274,7 +282,7 @@ def format_leaderboard(rows: list[dict[str, Any]], spec) -> str:
             r["run_id"],
             r["model"],
             r["outcome"],
-            str(r["epochs"]),
+            "-" if r["outcome"] == names.ENSEMBLE else str(r["epochs"]),
             *(_num(r.get(names.sdr_metric("test", s))) for s in SOURCES),
             *(_num(r.get(key)) for key in bss),
             _num(r.get(spec.metric)),

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sepray import SOURCES, names
+from sepray.numbers import is_finite
 from sepray.schema import coerce
 from sepray.sweep.sections import SpecError
 
@@ -90,6 +91,16 @@ def select_parts(select: str) -> tuple[str, str, str | None]:
     """``test_gnsdr_vocals`` -> ("test", "gnsdr", "vocals"); ``test_sdr`` -> ("test", "sdr", None)."""
     split, score, *rest = select.split("_", 2)
     return split, score, rest[0] if rest else None
+
+
+def select_value(row: dict[str, Any], select: str) -> float:
+    """A leaderboard row's ``select`` value; ``test_sdr`` / ``test_gnsdr``: the mean over the sources that have one."""
+    if select in (names.sdr_metric("test"), names.global_metric("test", "gnsdr")):
+        vals = [row.get(f"{select}_{s}") for s in SOURCES]
+        vals = [v for v in vals if is_finite(v)]
+        return sum(vals) / len(vals) if vals else float("nan")
+    value = row.get(select)
+    return float(value) if is_finite(value) else float("nan")
 
 
 def test_scores(test_metric: str) -> tuple[str, ...]:

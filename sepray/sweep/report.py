@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import base64
 import html
-import json
-import math
 import mimetypes
 import shutil
 import tempfile
@@ -29,14 +27,14 @@ from typing import Any
 
 from sepray import SOURCES, names, tracking
 from sepray.atomic import file_in_the_way, folder_written_atomically
-from sepray.bss_eval import GLOBAL_SCORES
 from sepray.errors import UsageError, UserPathError
 from sepray.numbers import is_finite
 from sepray.owned_folders import FolderKind, check_replaceable, write_manifest
 from sepray.sweep import report_plots, report_stats
 from sepray.sweep.leaderboard import collect_rows, format_leaderboard, has_model, rank
-from sepray.sweep.objectives import is_bss_select, select_parts
+from sepray.sweep.objectives import select_parts
 from sepray.sweep.report_html import render
+from sepray.sweep.song_scores import run_song_scores
 
 LISTEN_TOP = 3  # trials whose excerpts the report plays
 REPORT_DIR = names.REPORT.rsplit("/", 1)[0]
@@ -203,7 +201,7 @@ def _set_note(parent: tracking.Run, view: str) -> None:
 def write_report(folder: Path, spec, rows: list[dict[str, Any]], uri: str) -> None:
     """``folder/index.html`` + ``inline.html``, ``images/*.png`` and ``audio/<run id>/*`` of the top trials."""
     (folder / "images").mkdir(parents=True, exist_ok=True)
-    per_song = {r["run_id"]: _per_song(r["run_id"], uri, spec.select) for r in rows if _evaluated(r)}
+    per_song = {r["run_id"]: run_song_scores(r["run_id"], uri, spec.select) for r in rows if _evaluated(r)}
     songs = {run_id: values for run_id, (values, _) in per_song.items()}
     weights = {run_id: lengths for run_id, (_, lengths) in per_song.items() if lengths}
     curves = {r["run_id"]: tracking.Run(r["run_id"], uri).metric_history(spec.metric) for r in rows}
@@ -218,30 +216,6 @@ def write_report(folder: Path, spec, rows: list[dict[str, Any]], uri: str) -> No
 
 def _evaluated(row) -> bool:
     return any(is_finite(row.get(names.sdr_metric("test", s))) for s in SOURCES)
-
-
-def _per_song(run_id: str, uri: str, select: str) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
-    """The run's per-song test scores of ``select``'s kind -> ({song: {source: dB}}, {song: seconds}): museval
-    SDR per song (no lengths); for a BSS Eval select (``test_gnsdr_vocals``) the per-song NSDR (SIR, SAR, SDR for
-    gsir, gsar, gsdr) and the song lengths that weight their mean."""
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            path = tracking.download_artifacts(run_id, "evaluation/test_sdr.json", tmp, uri)
-        except tracking.TrackingError:
-            return {}, {}
-        data = json.loads(path.read_text())
-    if not is_bss_select(select):
-        return {
-            song: {s: (float(v) if v is not None else math.nan) for s, v in vals.items()}
-            for song, vals in data.get("songs", {}).items()
-        }, {}
-    bss = data.get(names.BSS_EVAL_V3) or {}
-    key = GLOBAL_SCORES[select_parts(select)[1]]
-    values = {
-        song: {s: (float(v[key]) if v.get(key) is not None else math.nan) for s, v in vals.items()}
-        for song, vals in bss.get("songs", {}).items()
-    }
-    return values, {song: float(seconds) for song, seconds in bss.get("seconds", {}).items()}
 
 
 def _copy_excerpt(run_id: str, folder: Path, uri: str) -> list[str]:

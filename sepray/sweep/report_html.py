@@ -17,6 +17,7 @@ from sepray.sweep import report_stats
 from sepray.sweep.leaderboard import select_value
 from sepray.sweep.naming import short_value
 from sepray.sweep.objectives import is_bss_select, select_parts
+from sepray.sweep.song_scores import song_values
 
 STYLE = """
 body { font-family: sans-serif; margin: 1.5em; color: #222; }
@@ -48,18 +49,6 @@ def _outcome(row: dict[str, Any]) -> str:
     return text
 
 
-def _song_values(songs: dict[str, dict[str, float]], source: str | None) -> dict[str, float]:
-    """Per-song SDR of one source, or the mean over sources (``source`` None, i.e. ``test_sdr``)."""
-    out = {}
-    for song, vals in songs.items():
-        if source is None:
-            finite = [v for v in vals.values() if is_finite(v)]
-            out[song] = sum(finite) / len(finite) if finite else math.nan
-        else:
-            out[song] = vals.get(source, math.nan)
-    return out
-
-
 def verdict(spec, rows, songs, weights=None) -> str:
     """Whether the best (by ``select``) is distinguishable from the runner-up on the same test songs (per-song
     values of ``select``'s kind; their mean weighted by song length for a BSS Eval select)."""
@@ -67,7 +56,12 @@ def verdict(spec, rows, songs, weights=None) -> str:
     if split != "test":
         return f"select is {spec.select}, a validation metric: no per-song test comparison."
     ranked = [r for r in rows if r["run_id"] in songs and math.isfinite(select_value(r, spec.select))]
-    best = next((r for r in ranked if r.get("best")), None)
+    ranked = [
+        r for r in ranked if r.get("outcome") != names.ENSEMBLE
+    ]  # trials; the ensemble has its own line
+    best = next((r for r in ranked if r.get("best")), None) or max(
+        ranked, key=lambda r: select_value(r, spec.select), default=None
+    )
     if best is None:
         return "No best trial (no trial finished its budget and was evaluated)."
     others = [r for r in ranked if r is not best]
@@ -75,8 +69,8 @@ def verdict(spec, rows, songs, weights=None) -> str:
         return f"The best is trial #{best['rank']}; it is the only one evaluated on the test songs."
     runner = max(others, key=lambda r: select_value(r, spec.select))
     comparison = report_stats.paired_comparison(
-        _song_values(songs[best["run_id"]], source),
-        _song_values(songs[runner["run_id"]], source),
+        song_values(songs[best["run_id"]], source),
+        song_values(songs[runner["run_id"]], source),
         weights=(weights or {}).get(best["run_id"]),
     )
     return (
@@ -137,7 +131,8 @@ def leaderboard_table(spec, rows, songs, weights=None) -> str:
         tds = "".join(
             f"<td class='num'>{c}</td>" if i in numeric else f"<td>{c}</td>" for i, c in enumerate(cells)
         )
-        out.append(f"<tr class='trial{' best' if r.get('best') else ''}'>{tds}</tr>")
+        kind = "ensemble" if r.get("outcome") == names.ENSEMBLE else "trial"
+        out.append(f"<tr class='{kind}{' best' if r.get('best') else ''}'>{tds}</tr>")
     out.append("</table>")
     return "\n".join(out)
 
@@ -195,13 +190,20 @@ def render(spec, rows, songs, excerpts, images, weights=None) -> Callable[[Calla
                 return ""
             return f"<figure><img src='{src(images[name])}' alt='{escape(caption)}'><figcaption>{escape(caption)}</figcaption></figure>"
 
-        evaluated = sum(1 for r in rows if r["run_id"] in songs)
+        trials = [r for r in rows if r.get("outcome") != names.ENSEMBLE]
+        evaluated = sum(1 for r in trials if r["run_id"] in songs)
         body = [
             f"<h1>Sweep {escape(spec.name)}</h1>",
-            f"<p>{len(rows)} trials; the top {spec.top_k} finished by {escape(spec.metric)} (validation crops, "
+            f"<p>{len(trials)} trials; the top {spec.top_k} finished by {escape(spec.metric)} (validation crops, "
             f"utterance SDR) were evaluated on the full test songs ({evaluated} here): {_test_description(spec)}. "
             "x real time = seconds of audio separated per second while evaluating.</p>",
             f"<p id='verdict'><b>{escape(verdict(spec, rows, songs, weights))}</b></p>",
+            *(
+                f"<p id='ensemble'><b>Ensemble{' (the winner)' if r.get('best') else ''}:</b> "
+                f"{escape(r.get('reason') or r['run_id'])}</p>"
+                for r in rows
+                if r.get("outcome") == names.ENSEMBLE
+            ),
             "<h2>Leaderboard</h2>",
             leaderboard_table(spec, rows, songs, weights),
             "<h2>Listen</h2>",

@@ -155,6 +155,27 @@ class Search:
             raise ValueError("startup_trials: must be >= 0")
 
 
+ENSEMBLE_WEIGHTS = ("fit", "equal")  # sepray.ensemble.build's choices
+
+
+@dataclass(frozen=True)
+class Ensemble:
+    """The ``ensemble`` section: after the test stage, an ensemble of the evaluated trials (see docs/sweeps.md)."""
+
+    enabled: bool | str = "auto"  # auto: when top_k >= 2; true; false
+    weights: str = "fit"  # fit: on the full validation songs; equal
+
+    def __post_init__(self) -> None:
+        if self.enabled not in (True, False, "auto"):
+            raise ValueError(f"enabled: expected auto, true or false, got {self.enabled!r}")
+        if self.weights not in ENSEMBLE_WEIGHTS:
+            raise ValueError(f"weights: expected one of {list(ENSEMBLE_WEIGHTS)}, got {self.weights!r}")
+
+    def active(self, top_k: int) -> bool:
+        """Whether a sweep with this ``top_k`` builds an ensemble."""
+        return self.enabled is True or (self.enabled == "auto" and top_k >= 2)
+
+
 TOP_KEYS = {
     "name": "sweep name: MLflow experiment, registered model and Ray experiment folder",
     "description": "free text",
@@ -172,6 +193,7 @@ TOP_KEYS = {
     "resources": "cpu, gpu (a number or auto), memory_gb per trial; per_family: the same keys for one model family",
     "budget": "epochs, steps_per_epoch, trial_seconds, sweep_seconds, pending_seconds",
     "top_k": "finished trials evaluated on the full test songs",
+    "ensemble": "enabled (auto: when top_k >= 2), weights (fit | equal): an ensemble of the evaluated trials",
     "max_failures": "retries of a crashed trial (from its last checkpoint)",
     "keep_checkpoints": "checkpoints kept per trial (the best by metric)",
     "storage": "Ray results folder (local path or shared storage URI)",

@@ -23,7 +23,7 @@ from sepray.config import RunConfig, TrainConfig, resolve
 from sepray.schema import ConfigError, build_dataclass, coerce, load_yaml, parse_override, set_dotted
 from sepray.sweep.objectives import parse_objectives
 from sepray.sweep.params import SECTIONS, Param, model_hint, parse_params
-from sepray.sweep.sections import TOP_KEYS, Budget, Resources, Scheduler, Search, SpecError
+from sepray.sweep.sections import TOP_KEYS, Budget, Ensemble, Resources, Scheduler, Search, SpecError
 from sepray.sweep.space import SearchSpace, grid_points, random_samples, trial_raw_config
 
 VALIDATION_SAMPLES = 24  # random configurations resolved up front to catch invalid combinations
@@ -53,6 +53,7 @@ class SweepSpec:
     excerpt_seconds: float
     description: str = ""
     test_metric: str = names.MUSEVAL_V4  # what the test stage computes (sepray.sweep.objectives)
+    ensemble: Ensemble = field(default_factory=Ensemble)  # after the test stage (sepray.sweep.ensemble_stage)
     # torch threads of a family whose resources.per_family cpu differs (train.threads unset): int(cpu), or None
     family_threads: dict[str, int | None] = field(default_factory=dict)
     smoke_test: bool = False
@@ -208,6 +209,10 @@ def _parse(raw: dict[str, Any], label: str) -> SweepSpec:
     scheduler = _build(Scheduler, scheduler_raw or {"type": "none"}, f"{label}: scheduler")
     resources = _parse_resources(raw.get("resources") or {}, label)
     budget = _build(Budget, raw.get("budget") or {}, f"{label}: budget")
+    ensemble_raw = raw.get("ensemble", {})
+    if isinstance(ensemble_raw, (bool, str)):  # `ensemble: false` / `ensemble: auto`: its `enabled` key
+        ensemble_raw = {"enabled": ensemble_raw}
+    ensemble = _build(Ensemble, ensemble_raw if ensemble_raw is not None else {}, f"{label}: ensemble")
 
     objectives = parse_objectives(raw, label)
     top_k = _typed(raw, "top_k", int, 3, label)
@@ -295,6 +300,7 @@ def _parse(raw: dict[str, Any], label: str) -> SweepSpec:
         excerpt_seconds=excerpt,
         description=description,
         test_metric=objectives.test_metric,
+        ensemble=ensemble,
         family_threads=family_threads,
     )
     _check_configurations(spec)

@@ -127,7 +127,7 @@ def served_sweep(token_cluster, cluster_smoke_sweep):
 def test_report_plays_its_audio_and_shows_its_images(served_sweep, tmp_path):
     url, work = served_sweep
     parent = next(r for r in tracking.find_runs(NAME, uri=url) if r.data.tags.get(names.KIND) == "sweep")
-    trials = tracking.child_runs(NAME, parent.info.run_id, url)
+    trials = tracking.child_runs(NAME, parent.info.run_id, url, kind="trial")
     assert parent.info.artifact_uri.startswith("mlflow-artifacts:/")
     root = parent.info.artifact_uri.removeprefix("mlflow-artifacts:/").strip("/")
     page = f"{url}/api/2.0/mlflow-artifacts/artifacts/{root}/{names.REPORT}"  # relative links resolve here

@@ -9,10 +9,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import soundfile as sf
 
 from sepray import tracking
+from sepray.cli import main
+from sepray.evaluate import evaluate_run
 
 REPO = Path(__file__).resolve().parents[2]
 SPEC = REPO / "sweeps" / "quickstart.yaml"
@@ -91,12 +94,13 @@ def test_smoke_sweep_logs_parent_and_one_child_per_configuration(sweep):
 
     trials = ray_trials(work / "ray_results" / NAME)
     assert len(trials) == 6
-    children = tracking.child_runs(NAME, parent.info.run_id, uri)
-    assert all(
-        r.data.tags.get("sepray.kind") == "trial"
-        for r in runs
-        if r is not parent and r.info.run_id != parent.info.run_id
-    )
+    children = tracking.child_runs(NAME, parent.info.run_id, uri, kind="trial")
+    others = [
+        r for r in runs if r.info.run_id not in {parent.info.run_id, *(c.info.run_id for c in children)}
+    ]
+    assert [r.data.tags.get("sepray.kind") for r in others] == [
+        "ensemble"
+    ]  # the sweep's ensemble (test below)
     signatures = [c.data.tags["sepray.signature"] for c in children]
     assert len(signatures) == len(set(signatures)), "two child runs for one configuration"
     assert set(signatures) == {t["signature"] for t in trials.values()}, (
@@ -159,18 +163,22 @@ def test_asha_stopped_a_trial_early(sweep):
 def test_best_is_chosen_by_test_sdr_and_registered(sweep):
     work, uri, stdout = sweep
     parent = next(r for r in tracking.find_runs(NAME, uri=uri) if r.data.tags.get("sepray.kind") == "sweep")
-    children = tracking.child_runs(NAME, parent.info.run_id, uri)
+    children = tracking.child_runs(NAME, parent.info.run_id, uri, kind="trial")
     evaluated = [c for c in children if "test_sdr_vocals" in c.data.metrics]
     assert 1 <= len(evaluated) <= 2  # top_k of the smoke test
     best = max(evaluated, key=lambda c: c.data.metrics["test_sdr_vocals"])
+    (ensemble,) = tracking.child_runs(NAME, parent.info.run_id, uri, kind="ensemble")
+    if ensemble.data.metrics.get("ensemble_gain_low", 0.0) > 0:  # better beyond noise: the ensemble won
+        best = ensemble
     assert parent.data.tags["sepray.best_run_id"] == best.info.run_id
     board = json.loads(
         tracking.download_artifacts(parent.info.run_id, "leaderboard.json", work, uri).read_text()
     )
     columns, rows = board["columns"], board["data"]
     table = [dict(zip(columns, row, strict=True)) for row in rows]
-    scored = [r for r in table if r["test_sdr_vocals"] is not None]
-    assert max(scored, key=lambda r: r["test_sdr_vocals"])["run_id"] == best.info.run_id
+    scored = [r for r in table if r["test_sdr_vocals"] is not None and r["outcome"] != "ensemble"]
+    if best is not ensemble:
+        assert max(scored, key=lambda r: r["test_sdr_vocals"])["run_id"] == best.info.run_id
     assert next(r for r in table if r["best"])["run_id"] == best.info.run_id
     versions = tracking.client(uri).search_model_versions(f"name='{NAME}'")
     assert [v.run_id for v in versions] == [best.info.run_id]
@@ -197,6 +205,82 @@ def test_separate_with_the_winner(sweep):
     for source in ("vocals", "accompaniment"):
         est = sf.info(str(out / "song" / f"{source}.wav"))
         assert est.frames == info.frames and est.samplerate == info.samplerate
+
+
+def test_the_sweep_builds_an_ensemble_of_its_evaluated_trials(sweep, monkeypatch):
+    """top_k 2: after the test stage, an ensemble of the two evaluated trials, a child run of kind "ensemble" with
+    a self-contained package, scored on the test songs from the trials' kept estimates (a fresh `sepray evaluate`
+    gives the same numbers), judged against the best trial, a leaderboard row "E" and a report paragraph."""
+    work, uri, stdout = sweep
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    parent = next(r for r in tracking.find_runs(NAME, uri=uri) if r.data.tags.get("sepray.kind") == "sweep")
+    trials = tracking.child_runs(NAME, parent.info.run_id, uri, kind="trial")
+    evaluated = sorted(
+        (c for c in trials if "test_sdr_vocals" in c.data.metrics),
+        key=lambda c: -c.data.metrics["test_sdr_vocals"],
+    )
+    assert len(evaluated) == 2
+    (ensemble,) = tracking.child_runs(NAME, parent.info.run_id, uri, kind="ensemble")
+    ens_id, tags, metrics = ensemble.info.run_id, ensemble.data.tags, ensemble.data.metrics
+    assert ensemble.info.status == "FINISHED" and tags["sepray.outcome"] == "ensemble"
+    assert tags["sepray.members"] == ",".join(c.info.run_id for c in evaluated)
+    files = set(tracking.list_artifact_files(ens_id, "", uri))
+    assert {
+        "model/config.json",
+        "model/members/0/config.json",
+        "model/members/0/state_dict.pt",
+        "model/members/1/config.json",
+        "model/members/1/state_dict.pt",
+        "run_config.json",
+        "ensemble/fit.json",
+        "evaluation/test_sdr.json",
+    } <= files, files
+    config = json.loads(
+        tracking.download_artifacts(ens_id, "model/config.json", work / "ens", uri).read_text()
+    )
+    assert config["format"] == "sepray-ensemble" and config["kind"] == "ensemble"
+    assert [m["run_id"] for m in config["members"]] == [c.info.run_id for c in evaluated]
+    assert abs(sum(m["weight"] for m in config["members"]) - 1) < 1e-4
+    assert config["fit"]["songs"] >= 1 and config["fit"]["sources"] == ["vocals"]  # select: test_sdr_vocals
+    assert "fit_valid_sdr_vocals" in metrics and "test_sdr_accompaniment" in metrics
+    speeds = [c.data.metrics["test_x_realtime"] for c in evaluated]
+    assert metrics["test_x_realtime"] == pytest.approx(1 / sum(1 / x for x in speeds), rel=1e-6)
+    assert f"ensemble of #1 + #2 (run {ens_id}" in stdout and tags["sepray.ensemble_verdict"] in stdout
+    fresh = evaluate_run(ens_id, uri=uri, log=False)  # every member separates every test song anew
+    for source in ("vocals", "accompaniment"):
+        assert fresh["median"][source] == pytest.approx(metrics[f"test_sdr_{source}"], abs=1e-4)
+    board = tracking.download_artifacts(
+        parent.info.run_id, "leaderboard.txt", work / "board", uri
+    ).read_text()
+    assert any(line.startswith(("E  ", "E* ")) and ens_id in line for line in board.splitlines()), board
+    report = tracking.download_artifacts(
+        parent.info.run_id, "report/index.html", work / "rep", uri
+    ).read_text()
+    assert "id='ensemble'" in report and ens_id in report
+    assert main(["evaluate", "--run-id", ens_id]) == 0  # the CLI takes an ensemble's run like any other
+
+
+def test_separate_with_the_ensemble(sweep):
+    """`sepray separate --run-id <ensemble>` on a real WAV: every member streams it, the files sum to it."""
+    work, uri, _ = sweep
+    parent = next(r for r in tracking.find_runs(NAME, uri=uri) if r.data.tags.get("sepray.kind") == "sweep")
+    (ensemble,) = tracking.child_runs(NAME, parent.info.run_id, uri, kind="ensemble")
+    song = work / "stereo.wav"
+    rng = np.random.default_rng(0)
+    sf.write(song, (0.2 * rng.standard_normal((22050 * 2, 2))).clip(-1, 1), 22050, subtype="PCM_16")
+    out = work / "separated-ensemble"
+    proc = subprocess.run(
+        [sys.executable, "-m", "sepray", "separate", "--run-id", ensemble.info.run_id, str(song), "-o", str(out)],
+        cwd=work, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "MLFLOW_TRACKING_URI": uri, "PYTHONWARNINGS": "ignore"},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "s chunks, one per member" in proc.stderr
+    mix, _ = sf.read(song)
+    vocals, rate = sf.read(out / "stereo" / "vocals.wav")
+    accompaniment, _ = sf.read(out / "stereo" / "accompaniment.wav")
+    assert rate == 22050 and vocals.shape == mix.shape
+    assert np.abs(vocals + accompaniment - mix).max() < 2e-4  # 16-bit files: a few steps of rounding
 
 
 def test_a_configuration_proposed_twice_is_trained_once(tmp_path, monkeypatch):
@@ -257,10 +341,16 @@ def test_a_smoke_sweep_selects_its_winner_by_test_gnsdr(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     parent = next(r for r in tracking.find_runs(NAME, uri=uri) if r.data.tags.get("sepray.kind") == "sweep")
     assert parent.data.params["test_metric"] == "bss_eval_v3"
-    children = tracking.child_runs(NAME, parent.info.run_id, uri)
+    children = tracking.child_runs(NAME, parent.info.run_id, uri, kind="trial")
     evaluated = [c for c in children if "test_gnsdr_vocals" in c.data.metrics]
     assert evaluated and all("test_gsir_vocals" in c.data.metrics for c in evaluated)
     best = max(evaluated, key=lambda c: c.data.metrics["test_gnsdr_vocals"])
+    for ensemble in tracking.child_runs(
+        NAME, parent.info.run_id, uri, kind="ensemble"
+    ):  # scored the same way
+        assert "test_gnsdr_vocals" in ensemble.data.metrics and "test_gsir_vocals" in ensemble.data.metrics
+        if ensemble.data.metrics.get("ensemble_gain_low", 0.0) > 0:
+            best = ensemble
     assert parent.data.tags["sepray.best_run_id"] == best.info.run_id
     gnsdr = best.data.metrics["test_gnsdr_vocals"]
     assert f"test_gnsdr_vocals = {gnsdr:.2f} dB (BSS Eval v3" in proc.stdout

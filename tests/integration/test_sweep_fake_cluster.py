@@ -126,7 +126,7 @@ def test_gpu_trials_make_the_autoscaler_start_gpu_nodes_and_half_gpu_trials_shar
     assert "Adding" in out and "gpu_worker" in out  # the autoscaler's own event lines
 
     parent = tracking.find_runs("fake-gpu", f"tags.`{names.KIND}` = 'sweep'", uri)[0]
-    children = tracking.child_runs("fake-gpu", parent.info.run_id, uri)
+    children = tracking.child_runs("fake-gpu", parent.info.run_id, uri, kind="trial")
     assert len(children) == 3 and all(c.info.status == "FINISHED" for c in children)
     by_family: dict[str, list] = {}
     for child in children:

@@ -166,7 +166,7 @@ def cluster(tmp_path_factory):
 def _children(name: str, uri: str) -> list:
     parents = tracking.find_runs(name, f"tags.`{names.KIND}` = 'sweep'", uri)
     assert len(parents) == 1, parents
-    return tracking.child_runs(name, parents[0].info.run_id, uri)
+    return tracking.child_runs(name, parents[0].info.run_id, uri, kind="trial")
 
 
 def _wait_for_an_epoch(name: str, uri: str, proc, out: Path, timeout: float = 200):

@@ -124,8 +124,11 @@ def test_killed_sweep_resumes_without_lost_or_doubled_runs(tmp_path, kill_when):
     runs = tracking.find_runs(NAME, uri=uri)
     parents = [r for r in runs if r.data.tags.get("sepray.kind") == "sweep"]
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
-    children = tracking.child_runs(NAME, parents[0].info.run_id, uri)
-    assert len(runs) == len(children) + 1
+    children = tracking.child_runs(NAME, parents[0].info.run_id, uri, kind="trial")
+    ensembles = tracking.child_runs(NAME, parents[0].info.run_id, uri, kind="ensemble")
+    assert (
+        len(runs) == len(children) + len(ensembles) + 1 and len(ensembles) == 1
+    )  # built once, after the resume
     signatures = [c.data.tags["sepray.signature"] for c in children]
     assert len(signatures) == len(set(signatures)), "a configuration has two child runs"
     assert set(signatures) == {r[-1]["signature"] for r in trials.values()}, "a trial lost its child run"
@@ -135,4 +138,4 @@ def test_killed_sweep_resumes_without_lost_or_doubled_runs(tmp_path, kill_when):
         assert steps == list(range(1, EPOCHS + 1)), steps  # every epoch logged, once
         completions = tracking.Run(child.info.run_id, uri).metric_history("completed")
         assert completions == [(EPOCHS, 1.0)], completions  # trained to completion exactly once
-    assert parents[0].data.tags.get("sepray.best_run_id") in {c.info.run_id for c in children}
+    assert parents[0].data.tags.get("sepray.best_run_id") in {c.info.run_id for c in children + ensembles}

@@ -79,7 +79,7 @@ def cut_sweep(tmp_path_factory):
 
 def test_every_trial_is_cut_and_the_best_is_a_registered_loadable_model(cut_sweep):
     work, uri, stdout, parent, limit = cut_sweep
-    children = tracking.child_runs(NAME, parent.info.run_id, uri)
+    children = tracking.child_runs(NAME, parent.info.run_id, uri, kind="trial")
     assert len(children) == 2
     for child in children:
         tags = child.data.tags

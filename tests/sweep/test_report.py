@@ -170,6 +170,37 @@ def test_a_gnsdr_sweep_reports_length_weighted_gnsdr_and_compares_by_it(tmp_path
     assert "gnsdr vocal" in board and f"{best:.2f}" in board
 
 
+def test_an_ensemble_gets_its_own_row_and_line_and_the_verdict_still_compares_trials(tmp_path):
+    """A sweep's ensemble child run (the winner here): a row "E" after the trials in the report and in `sepray
+    runs`, a paragraph with its verdict, per-song intervals from its evaluation; best-vs-runner-up stays trials."""
+    uri, parent_id = _make_sweep(tmp_path)
+    verdict = (
+        "ensemble of #1 + #2 (run x, weights #1 0.60, #2 0.40): test_sdr_vocals 7.75 dB, +0.50 dB ... better"
+    )
+    tags = {names.KIND: "ensemble", names.MODEL: "ensemble", names.OUTCOME: "ensemble"}
+    run = tracking.start_run(
+        SPEC.name, "ensemble of #1 + #2", tags | {names.ENSEMBLE_VERDICT: verdict}, parent_id, uri
+    )
+    per_song = {f"song{j}": {"vocals": 7.5 + 0.1 * j, "accompaniment": 6.5} for j in range(6)}
+    run.log_text(json.dumps({"songs": per_song}), "evaluation/test_sdr.json")
+    run.log_params({"num_parameters": 3000})
+    run.log_metrics({"test_sdr_vocals": 7.75, "test_sdr_accompaniment": 6.5, "test_x_realtime": 10.0})
+    run.end("FINISHED")
+    tracking.Run(parent_id, uri).set_tags({names.BEST_RUN_ID: run.run_id})
+    publish_report(SPEC, parent_id, uri)
+    text = (tracking.download_artifacts(parent_id, "report", tmp_path / "dl", uri) / "index.html").read_text()
+    page = Page()
+    page.feed(text)
+    assert page.rows == 4 and text.count("<tr class='ensemble best'>") == 1
+    assert "<b>Ensemble (the winner):</b> ensemble of #1 + #2 (run x, weights #1 0.60, #2 0.40)" in text
+    assert "7.75 [" in text  # its per-song median with the bootstrap interval
+    assert "Best by test_sdr_vocals: trial #1; runner-up: trial #2" in text  # trials only
+    board = leaderboard_text(parent_id, uri).splitlines()
+    row = next(line for line in board if run.run_id in line)
+    assert row.startswith("E* ") and "ensemble" in row and "7.75" in row
+    assert [line.split()[0] for line in board[4:8]] == ["1", "2", "3", "4"]  # the trials keep their ranks
+
+
 def test_report_and_runs_find_the_sweep_by_name(tmp_path, monkeypatch, capsys):
     uri, parent_id = _make_sweep(tmp_path)
     out = tmp_path / "local"
