@@ -124,6 +124,11 @@ def fit_metric(source: str | None = None) -> str:
     return "_".join(["fit", sdr_metric("valid", source)])
 
 
+def evaluation_artifact(split: str, ext: str = "json") -> str:
+    """``evaluation/test_sdr.json``: an evaluation's per-song result (``json``) or its table (``txt``)."""
+    return f"evaluation/{split}_sdr.{ext}"
+
+
 def x_realtime_metric(split: str) -> str:
     """``test_x_realtime``: seconds of audio separated per second of wall time when evaluating ``split``."""
     return f"{split}_x_realtime"
