@@ -24,7 +24,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from sepray import names
+from sepray import interrupts, names
 from sepray.numbers import is_finite
 from sepray.tracking_store import (  # noqa: F401  (DEFAULT_DB, TrackingError: part of this API)
     DEFAULT_DB,
@@ -84,7 +84,8 @@ def _retry(fn: Callable[[], T], uri: str | None = None) -> T:
     delay = 0.05
     while True:
         try:
-            return fn()
+            with interrupts.deferred():  # never a Ctrl-C / SIGTERM halfway through a store transaction
+                return fn()
         except Exception as exc:  # MlflowException, or sqlalchemy's OperationalError raw in some paths
             failure = store_failure(exc, tracking_uri(uri))
             if failure is not None:

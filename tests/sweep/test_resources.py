@@ -143,6 +143,12 @@ def test_the_probe_reads_the_autoscalers_answer(monkeypatch):
     # read-only: an update that began after the request launched nothing
     asked = _autoscaler(monkeypatch, lambda n: {"time": now + 10 * n, "autoscaler_report": head})
     assert not cluster.autoscaler_adds_nodes(need) and asked == [need, []]
+    # read-only, and a CPU node joins meanwhile (the head registering late, a worker started by hand): still no
+    worker = {"node_type_mapping": {"head": "ray.head.default", "w": "ray.worker.default"}}
+    asked = _autoscaler(
+        monkeypatch, lambda n: {"time": now + 10 * n, "autoscaler_report": head if n == 0 else worker}
+    )
+    assert not cluster.autoscaler_adds_nodes(need) and asked == [need, []]
     # no autoscaler reports at all: not asked
     asked = _autoscaler(monkeypatch, lambda n: None)
     assert not cluster.autoscaler_adds_nodes(need) and asked == []

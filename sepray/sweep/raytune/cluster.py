@@ -185,16 +185,16 @@ def autoscaler_adds_nodes(needs: list[dict[str, float]]) -> bool:
     """Whether the cluster's autoscaler starts nodes for these requests (it is asked for them, once each).
 
     The answer is read from the autoscaler's own status (GCS key ``__autoscaling_status``, written after every
-    update): a launch pending or a node more than before, or an alive node now holding all of them. A cluster
-    started without a launcher config (its autoscaler is read-only) launches nothing: after the first autoscaler
-    update that read the request (Ray's default: every 5 s) the answer is no.
+    update): a launch or a node pending, or an alive node now holding all of them. A node that merely joins (a
+    worker started by hand, or the head registering after the first update) is no answer: only a node that holds
+    the requests counts. A cluster started without a launcher config (its autoscaler is read-only) launches
+    nothing: after the first autoscaler update that read the request (Ray's default: every 5 s) the answer is no.
     """
     from ray.autoscaler.sdk import request_resources
 
     before = _autoscaler_status()
     if before is None:
         return False  # no autoscaler reports on this cluster
-    count = _node_count(before)
     request_resources(bundles=needs)
     asked = time.time()
     try:
@@ -206,7 +206,7 @@ def autoscaler_adds_nodes(needs: list[dict[str, float]]) -> bool:
                 return True
             status = _autoscaler_status() or {}
             report = status.get("autoscaler_report") or {}
-            if report.get("pending_launches") or report.get("pending_nodes") or _node_count(status) > count:
+            if report.get("pending_launches") or report.get("pending_nodes"):
                 return True
             seen.add(status.get("time"))
             if len(seen) > AUTOSCALER_UPDATES or (status.get("time") or 0) > asked + CLOCK_MARGIN_S:
@@ -222,12 +222,6 @@ def _autoscaler_status() -> dict[str, Any] | None:
 
     raw = _internal_kv_get(ray._private.ray_constants.DEBUG_AUTOSCALING_STATUS)
     return json.loads(raw) if raw else None
-
-
-def _node_count(status: dict[str, Any]) -> int:
-    """The nodes the autoscaler's provider has, started or starting."""
-    report = status.get("autoscaler_report") or {}
-    return len(report.get("node_type_mapping") or {}) + len(report.get("pending_nodes") or [])
 
 
 def describe_resources(resources: dict[str, float]) -> str:
