@@ -186,7 +186,7 @@ def sweep_rows(work: Path, spec_path: Path, uri: str) -> tuple[list[dict[str, An
         r.info.run_id: r.info.end_time or r.info.start_time
         for r in tracking.child_runs(spec.name, parent, uri)
     }
-    rows = [r for r in collect_rows(spec, parent, uri) if r["outcome"] != "ensemble"]  # trials only
+    rows = [r for r in collect_rows(spec, parent, uri) if r["outcome"] != names.ENSEMBLE]  # trials only
     for row in rows:
         row["end_time"] = ended.get(row["run_id"], 0)
     trials_file = exp_dir / "sepray_trials.json"
