@@ -30,6 +30,7 @@ from pathlib import Path
 
 import torch
 
+from sepray import names
 from sepray.config import RunConfig, load_config
 from sepray.sweep.spec import load_spec
 from sepray.train import Trainer
@@ -94,10 +95,10 @@ def measure(
         metrics = trainer.train_epoch()
     trainer.batches.close()
     return {
-        "steps_per_second": metrics["steps_per_second"],
-        "data_wait_share": metrics["data_wait_share"],
+        names.STEPS_PER_SECOND: metrics[names.STEPS_PER_SECOND],
+        names.DATA_WAIT_SHARE: metrics[names.DATA_WAIT_SHARE],
         "draw_ms": drawn,
-        "train_loss": metrics["train_loss"],
+        names.TRAIN_LOSS: metrics[names.TRAIN_LOSS],
     }
 
 
@@ -137,13 +138,13 @@ def main() -> None:
     for name in args.cases.split(","):
         cfg = case_config(name, args.threads)
         results = [measure(cfg, d, args.steps, args.device) for d in depths]
-        losses = {r["train_loss"] for r in results}
+        losses = {r[names.TRAIN_LOSS] for r in results}
         same = "same losses" if len(losses) == 1 else f"LOSSES DIFFER {sorted(losses)}"
         shape = f"{cfg.train.batch_size} x {cfg.train.segment_seconds:g} s @ {cfg.data.sample_rate} Hz x {cfg.data.channels}"
         rows.append(
             [name, shape, f"{results[0]['draw_ms']:.1f}"]
-            + [f"{r['steps_per_second']:.2f}" for r in results]
-            + [f"{100 * r['data_wait_share']:.1f} %" for r in results]
+            + [f"{r[names.STEPS_PER_SECOND]:.2f}" for r in results]
+            + [f"{100 * r[names.DATA_WAIT_SHARE]:.1f} %" for r in results]
         )
         print(f"{name}: {same}", flush=True)
     widths = [max(len(str(x)) for x in col) for col in zip(head, *rows, strict=True)]

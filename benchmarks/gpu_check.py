@@ -279,26 +279,29 @@ def check_amp(steps: int, figures: dict) -> list[Row]:
     import torch
     from data_wait import measure
 
+    from sepray import names
+
+    speed, wait = names.STEPS_PER_SECOND, names.DATA_WAIT_SHARE
     rows = []
     for name, cfg in amp_cases().items():
         util = Utilisation(torch.cuda.current_device())
         on = measure(cfg, 2, steps, "cuda", amp=True, around=lambda u=util: u)  # sampled while it trains
         off = measure(cfg, 2, steps, "cuda", amp=False)
         text = (
-            f"AMP {on['steps_per_second']:.1f} steps/s, fp32 {off['steps_per_second']:.1f} "
-            f"({on['steps_per_second'] / off['steps_per_second']:.2f}x); data wait {100 * on['data_wait_share']:.1f} %"
+            f"AMP {on[speed]:.1f} steps/s, fp32 {off[speed]:.1f} "
+            f"({on[speed] / off[speed]:.2f}x); data wait {100 * on[wait]:.1f} %"
         )
         result = {"amp": on, "fp32": off, "gpu_utilisation": util.mean}
         if name.startswith("musdb"):
             in_step = measure(cfg, 0, steps, "cuda", amp=True)
             result["prefetch_0"] = in_step
             text += (
-                f" (drawn in the step: {100 * in_step['data_wait_share']:.1f} %, "
-                f"{in_step['steps_per_second']:.1f} steps/s; one batch {in_step['draw_ms']:.0f} ms)"
+                f" (drawn in the step: {100 * in_step[wait]:.1f} %, "
+                f"{in_step[speed]:.1f} steps/s; one batch {in_step['draw_ms']:.0f} ms)"
             )
         text += f"; GPU busy {util.mean:.0f} %" if util.mean is not None else "; GPU busy n/a (no nvidia-smi)"
         figures[f"amp {name}"] = result
-        finite = all(r["train_loss"] == r["train_loss"] for r in (on, off))
+        finite = all(r[names.TRAIN_LOSS] == r[names.TRAIN_LOSS] for r in (on, off))
         rows.append(Row(f"amp {name}", "ok" if finite else "FAILED", text))
     return rows
 

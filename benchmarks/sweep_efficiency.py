@@ -39,6 +39,8 @@ from typing import Any
 
 import yaml
 
+from sepray import names
+
 REPO = Path(__file__).resolve().parents[1]
 BASE_SPEC = REPO / "sweeps" / "quickstart.yaml"
 TARGET_GAP_DB = 0.5  # the issue's target: within 0.5 dB of the grid's pick ...
@@ -80,8 +82,8 @@ ASHA = {"type": "asha", "grace_period": 1, "reduction_factor": 2}
 def efficiency_curve(
     rows: list[dict[str, Any]],
     steps_per_epoch: int,
-    metric: str = "valid_sdr_vocals",
-    select: str = "test_sdr_vocals",
+    metric: str = names.sdr_metric("valid", "vocals"),
+    select: str = names.sdr_metric("test", "vocals"),
     mode: str = "max",
 ) -> list[dict[str, Any]]:
     """One point per configuration trained, in the order the trials ended.
@@ -98,7 +100,7 @@ def efficiency_curve(
     for row in sorted(rows, key=lambda r: (r["end_time"], r["run_id"])):
         steps += int(row.get("epochs") or 0) * steps_per_epoch
         value = _float(row.get(metric))
-        if row.get("outcome") == "finished" and math.isfinite(value):
+        if row.get("outcome") == names.FINISHED and math.isfinite(value):
             if best is None or sign * value > sign * _float(best.get(metric)):
                 best = row
         points.append(
@@ -184,7 +186,7 @@ def sweep_rows(work: Path, spec_path: Path, uri: str) -> tuple[list[dict[str, An
         r.info.run_id: r.info.end_time or r.info.start_time
         for r in tracking.child_runs(spec.name, parent, uri)
     }
-    rows = [r for r in collect_rows(spec, parent, uri) if r["outcome"] != "ensemble"]  # trials only
+    rows = [r for r in collect_rows(spec, parent, uri) if r["outcome"] != names.ENSEMBLE]  # trials only
     for row in rows:
         row["end_time"] = ended.get(row["run_id"], 0)
     trials_file = exp_dir / "sepray_trials.json"
@@ -378,7 +380,7 @@ def run_all(work: Path, size: dict[str, Any], seeds) -> dict[str, Any]:
             print(f"  exit status {status}: see {spec_path.with_suffix('.log')}", flush=True)
         rows, trials = sweep_rows(work, spec_path, uri)
         curve = efficiency_curve(rows, size["steps_per_epoch"])
-        tests = [_float(r.get("test_sdr_vocals")) for r in rows]
+        tests = [_float(r.get(names.sdr_metric("test", "vocals"))) for r in rows]
         oracle = max((t for t in tests if math.isfinite(t)), default=math.nan)
         runs.append(
             {

@@ -26,6 +26,8 @@ import threading
 import time
 from pathlib import Path
 
+from sepray import names
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -50,8 +52,8 @@ def trial_spans(experiment: Path) -> list[dict]:
                 "start": first["timestamp"] - first.get("time_this_iter_s", 0.0),
                 "end": last["timestamp"],
                 "epochs": len(rows),
-                "train_seconds": float(last.get("train_seconds") or 0.0),
-                "reused": bool(last.get("reused")),
+                "train_seconds": float(last.get(names.TRAIN_SECONDS_METRIC) or 0.0),
+                "reused": bool(last.get(names.RESULT_REUSED)),
             }
         )
     return sorted(spans, key=lambda s: s["start"])

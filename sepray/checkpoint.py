@@ -12,11 +12,11 @@ from typing import Any
 
 import torch
 
+from sepray import names
 from sepray.config import RunConfig, run_config_from_dict
 from sepray.errors import MissingFileError, UserError
 
-CHECKPOINT_FILE = "checkpoint.pt"
-RUN_CONFIG_FILE = "run_config.json"
+CHECKPOINT_FILE = "checkpoint.pt"  # beside it: the resolved run config, names.RUN_CONFIG
 LOCK_FILE = ".sepray-lock"  # in a run's checkpoint folder while a process trains it
 
 
@@ -46,7 +46,7 @@ def read_checkpoint(directory: str | os.PathLike) -> dict[str, Any]:
 
 def read_checkpoint_config(directory: str | os.PathLike) -> RunConfig:
     """The resolved run config saved beside a checkpoint (``run_config.json``); one-line errors naming it."""
-    path = Path(directory) / RUN_CONFIG_FILE
+    path = Path(directory) / names.RUN_CONFIG
     try:
         raw = json.loads(path.read_bytes().decode("utf-8"))
     except FileNotFoundError:

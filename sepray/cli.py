@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import functools
 import os
 import shlex
@@ -15,6 +14,7 @@ import sepray
 from sepray import names
 from sepray.cli_args import EXIT_USER_ERROR, OneLineParser, int_at_least, memory_size, positive_seconds
 from sepray.errors import UsageError, UserError
+from sepray.interrupts import sigterm_as_interrupt
 
 DEFAULT_PRESET = "spec-unet-small"  # what `sepray train` trains when given no CONFIG
 
@@ -344,32 +344,6 @@ def build_parser() -> argparse.ArgumentParser:
     pr = sub.add_parser("presets", help="list the configs shipped with sepray")
     pr.set_defaults(func=cmd_presets)
     return p
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised as Ctrl-C's KeyboardInterrupt is, so that a command cleans up the same way."""
-
-    signum = signal.SIGTERM
-
-
-@contextlib.contextmanager
-def sigterm_as_interrupt():
-    """While the block runs (in the main thread), SIGTERM raises :class:`Terminated`; a second SIGTERM during
-    the clean-up is ignored rather than cutting it short."""
-
-    def terminate(signum, frame) -> None:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        raise Terminated()
-
-    try:
-        previous = signal.signal(signal.SIGTERM, terminate)
-    except ValueError:  # not the main thread: signals are not ours to handle
-        previous = None
-    try:
-        yield
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -217,5 +217,5 @@ def log_evaluation(run, result: dict[str, Any], split: str) -> None:
         values.update({names.sdr_metric(split, s, name): v for s, v in vals.items()})
     values.update(_global_metrics(result, split))
     run.log_metrics(values)
-    run.log_text(json.dumps(json_safe(result), indent=2) + "\n", f"evaluation/{split}_sdr.json")
-    run.log_text(format_evaluation(result) + "\n", f"evaluation/{split}_sdr.txt")
+    run.log_text(json.dumps(json_safe(result), indent=2) + "\n", names.evaluation_artifact(split))
+    run.log_text(format_evaluation(result) + "\n", names.evaluation_artifact(split, "txt"))

@@ -24,7 +24,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from sepray import names
+from sepray import interrupts, names
 from sepray.numbers import is_finite
 from sepray.tracking_store import (  # noqa: F401  (DEFAULT_DB, TrackingError: part of this API)
     DEFAULT_DB,
@@ -38,8 +38,6 @@ from sepray.tracking_store import (  # noqa: F401  (DEFAULT_DB, TrackingError: p
 # MLflow draws a progress bar on stderr for every artifact download; our commands keep stderr for messages.
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
-PACKAGE_ARTIFACT = "model"
-RUN_CONFIG_ARTIFACT = "run_config.json"
 T = TypeVar("T")
 
 
@@ -86,7 +84,8 @@ def _retry(fn: Callable[[], T], uri: str | None = None) -> T:
     delay = 0.05
     while True:
         try:
-            return fn()
+            with interrupts.deferred():  # never a Ctrl-C / SIGTERM halfway through a store transaction
+                return fn()
         except Exception as exc:  # MlflowException, or sqlalchemy's OperationalError raw in some paths
             failure = store_failure(exc, tracking_uri(uri))
             if failure is not None:
@@ -308,17 +307,17 @@ def download_package(run_id: str, dst: str | os.PathLike, uri: str | None = None
     """Download the run's model package folder (``model/``); TrackingError when it has none."""
     get_run(run_id, uri)  # an unknown run or an unusable store is said as such, not as a missing package
     try:
-        return download_artifacts(run_id, PACKAGE_ARTIFACT, dst, uri)
+        return download_artifacts(run_id, names.PACKAGE, dst, uri)
     except TrackingError as exc:
         if "no such MLflow run" in str(exc):
             raise
-        raise TrackingError(f"run {run_id}: has no model package (artifact '{PACKAGE_ARTIFACT}/')") from None
+        raise TrackingError(f"run {run_id}: has no model package (artifact '{names.PACKAGE}/')") from None
 
 
 def load_run_config(run_id: str, uri: str | None = None) -> dict[str, Any]:
     """The resolved run config dict a training run logged as ``run_config.json``."""
     with tempfile.TemporaryDirectory() as tmp:
-        path = download_artifacts(run_id, RUN_CONFIG_ARTIFACT, tmp, uri)
+        path = download_artifacts(run_id, names.RUN_CONFIG, tmp, uri)
         return json.loads(path.read_text())
 
 
@@ -331,7 +330,7 @@ def register_model(run_id: str, name: str, uri: str | None = None) -> str:
         if "already exists" not in str(exc).lower() and "RESOURCE_ALREADY_EXISTS" not in str(exc.error_code):
             raise
     run = _get_run(c, run_id)
-    source = f"{run.info.artifact_uri.rstrip('/')}/{PACKAGE_ARTIFACT}"
+    source = f"{run.info.artifact_uri.rstrip('/')}/{names.PACKAGE}"
     mv = _retry(lambda: c.create_model_version(name, source, run_id=run_id), uri)
     return str(mv.version)
 

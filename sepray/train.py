@@ -1,7 +1,8 @@
-"""One training loop for every separator: :class:`Trainer` (an epoch at a time).
+"""One trainer for every separator: :class:`Trainer` (an epoch at a time), and how a trained run ends.
 
-``Trainer`` knows nothing about MLflow or Ray: :func:`sepray.train_run.train_run` (used by ``sepray train``) and
-the Ray Tune trainable (sepray.sweep.raytune.tuner) drive it, log what it returns and save its checkpoints.
+``Trainer`` knows nothing about MLflow or Ray: the one epoch loop (:func:`sepray.epochs.run_epochs`) drives it
+for ``sepray train`` (:mod:`sepray.train_run`) and for every sweep trial (:mod:`sepray.sweep.trial`), which log
+what it returns and save its checkpoints. :func:`log_package` and :func:`end_trained_run` finish either's run.
 """
 
 from __future__ import annotations
@@ -19,12 +20,7 @@ import torch
 
 from sepray import metrics, names
 from sepray.atomic import file_written_atomically, write_text_atomically
-from sepray.checkpoint import (
-    CHECKPOINT_FILE,
-    RUN_CONFIG_FILE,
-    CheckpointError,
-    read_checkpoint,
-)
+from sepray.checkpoint import CHECKPOINT_FILE, CheckpointError, read_checkpoint
 from sepray.config import RunConfig
 from sepray.data import CropSampler, fixed_crops, load_splits
 from sepray.data.domains import check_domains, domain_index
@@ -152,9 +148,9 @@ class Trainer:
             return self.model.validation_output(mix, target, self.net)
 
     def train_epoch(self, on_step=None) -> dict[str, float]:
-        """Run ``steps_per_epoch`` optimizer steps. Returns {"train_loss", "lr", "steps_per_second",
-        "data_wait_share"} and the epoch means of the model's extra terms (``train_confusion_loss``,
-        ``train_domain_accuracy``)."""
+        """Run ``steps_per_epoch`` optimizer steps, calling ``on_step(step, loss)`` after each. Returns
+        {"train_loss", "lr", "steps_per_second", "data_wait_share"} and the epoch means of the model's extra
+        terms (``train_confusion_loss``, ``train_domain_accuracy``)."""
         tc = self.cfg.train
         self.model.train()
         losses = []
@@ -191,8 +187,8 @@ class Trainer:
         self.epoch += 1
         return {
             names.TRAIN_LOSS: float(np.mean(losses)),
-            "lr": lr,
-            "steps_per_second": tc.steps_per_epoch / elapsed,
+            names.LR: lr,
+            names.STEPS_PER_SECOND: tc.steps_per_epoch / elapsed,
             names.DATA_WAIT_SHARE: (self.batches.wait_seconds - waited) / elapsed,
             **{name: float(np.mean(values)) for name, values in extras.items()},
         }
@@ -270,12 +266,12 @@ class Trainer:
         self.history = json.loads(state["history"])
 
     def save_checkpoint(self, directory: str | os.PathLike) -> Path:
-        """Write ``directory/checkpoint.pt`` (+ run_config.json) atomically."""
+        """Write ``directory/checkpoint.pt`` (+ ``run_config.json``) atomically."""
         directory = Path(directory)
         with file_written_atomically(directory / CHECKPOINT_FILE, suffix=".pt") as tmp:
             torch.save(self.state_dict(), tmp)
         write_text_atomically(
-            directory / RUN_CONFIG_FILE, json.dumps(self.cfg.to_dict(), indent=2, sort_keys=True)
+            directory / names.RUN_CONFIG, json.dumps(self.cfg.to_dict(), indent=2, sort_keys=True)
         )
         return directory / CHECKPOINT_FILE
 
@@ -293,6 +289,10 @@ class Trainer:
 
     def save_package(self, directory: str | os.PathLike) -> Path:
         return save_package(self.model, directory, self.cfg.model_name, self.sample_rate)
+
+    def close(self) -> None:
+        """Stop the batch prefetch thread and drop what it drew ahead (training may go on: it starts again)."""
+        self.batches.close()
 
     @property
     def finished(self) -> bool:
@@ -313,6 +313,21 @@ class Trainer:
 def log_package(run, trainer: Trainer) -> None:
     """Log the model package (artifact ``model/``) and the resolved config (``run_config.json``) to ``run``."""
     with tempfile.TemporaryDirectory() as tmp:
-        trainer.save_package(Path(tmp) / "model")
-        run.log_artifacts(Path(tmp) / "model", "model")
-    run.log_dict(trainer.cfg.to_dict(), RUN_CONFIG_FILE)
+        trainer.save_package(Path(tmp) / names.PACKAGE)
+        run.log_artifacts(Path(tmp) / names.PACKAGE, names.PACKAGE)
+    run.log_dict(trainer.cfg.to_dict(), names.RUN_CONFIG)
+
+
+def end_trained_run(run, trainer: Trainer, cut_by: str | None = None) -> None:
+    """Tag ``run`` with how its training ended and end it FINISHED: outcome ``finished``, or ``cut_by_time`` when
+    the time limit ``cut_by`` (:data:`names.TRAIN_LIMIT`, ``TRIAL_LIMIT``, ``SWEEP_LIMIT``) ended it before its
+    budget of epochs; the epochs trained and the training seconds."""
+    tags = {
+        names.OUTCOME: names.CUT_BY_TIME if cut_by else names.FINISHED,
+        names.EPOCHS: trainer.epoch,
+        names.TRAIN_SECONDS: round(trainer.train_seconds, 1),
+    }
+    if cut_by:
+        tags[names.CUT_BY] = cut_by
+    run.set_tags(tags)
+    run.end("FINISHED")

@@ -1,7 +1,8 @@
 """``sepray train``: one training run, tracked in MLflow, checkpointed every epoch, resumable.
 
-:func:`train_run` drives a :class:`sepray.train.Trainer`, logs what it returns into an MLflow run and writes a
-checkpoint into ``checkpoint_root/<run id>/`` after every epoch (:mod:`sepray.checkpoint`).
+:func:`train_run` drives a :class:`sepray.train.Trainer` with the one epoch loop (:func:`sepray.epochs.run_epochs`),
+logs what it returns into an MLflow run and writes a checkpoint into ``checkpoint_root/<run id>/`` after every
+epoch (:mod:`sepray.checkpoint`).
 """
 
 from __future__ import annotations
@@ -12,17 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sepray import names
-from sepray.checkpoint import (
-    CHECKPOINT_FILE,
-    LOCK_FILE,
-    RUN_CONFIG_FILE,
-    read_checkpoint,
-    read_checkpoint_config,
-)
+from sepray.checkpoint import CHECKPOINT_FILE, LOCK_FILE, read_checkpoint, read_checkpoint_config
 from sepray.config import RunConfig
+from sepray.epochs import EpochHooks, fixed_dir, run_epochs
 from sepray.errors import MissingFileError, UsageError, error_text
 from sepray.locks import held_lock
-from sepray.train import Trainer, log_package
+from sepray.train import Trainer, end_trained_run, log_package
 
 
 @dataclass
@@ -46,7 +42,9 @@ def train_run(
     Checkpoints live in ``checkpoint_root/<run_id>/``. Params are the flattened resolved config; metrics are
     ``train_loss`` (every few steps), validation SDR per epoch; at the end the model package is logged. One
     process trains a run at a time (a lock file). A resume checks the checkpoint, its config and the run before
-    it reopens the run; a FINISHED run is left as it is. Failures end it FAILED (``sepray.last_error``).
+    it reopens the run; a FINISHED run is left as it is. Failures end it FAILED (``sepray.last_error``). A finished
+    run is tagged like a sweep trial: ``sepray.outcome`` ``finished``, or ``cut_by_time`` when ``train.max_seconds``
+    ended it (``sepray.cut_by`` = ``train.max_seconds``), and ``sepray.epochs``.
     """
     from sepray import tracking
 
@@ -82,8 +80,8 @@ def train_run(
     ckpt_dir = Path(checkpoint_root) / run.run_id
     with held_lock(ckpt_dir / LOCK_FILE, f"run {run.run_id}"):
         try:
-            run.log_params({**cfg.flat(), "num_parameters": trainer.num_parameters})
-            run.log_dict(cfg.to_dict(), RUN_CONFIG_FILE)
+            run.log_params({**cfg.flat(), names.NUM_PARAMETERS_PARAM: trainer.num_parameters})
+            run.log_dict(cfg.to_dict(), names.RUN_CONFIG)
             run.log_metrics(trainer.baseline_sdr(), step=0)
         except BaseException as exc:
             _end(run, exc)
@@ -91,35 +89,56 @@ def train_run(
         return _train_epochs(run, trainer, ckpt_dir, log)
 
 
+class _TrainHooks(EpochHooks):
+    """``sepray train``'s side of the epoch loop: metrics into its MLflow run, the checkpoint in ``runs/<run id>/``,
+    a progress line per epoch; the run ends FINISHED (outcome ``finished`` or ``cut_by_time``), KILLED or FAILED."""
+
+    def __init__(self, run, ckpt_dir: Path, cfg: RunConfig, log):
+        self.run, self.ckpt_dir, self.cfg, self.log = run, ckpt_dir, cfg, log
+        self.log_every = max(1, cfg.train.steps_per_epoch // 10)
+        self.ended = False  # the run is FINISHED: nothing after that may end it otherwise
+
+    def on_step(self, step: int, loss: float) -> None:
+        if step % self.log_every == 0:
+            self.run.log_metrics({names.TRAIN_LOSS_STEP: loss}, step=step)
+
+    def on_epoch(self, result, trainer: Trainer) -> None:
+        self.run.log_metrics(result, step=trainer.epoch)
+
+    def checkpoint_dir(self, trainer: Trainer):
+        return fixed_dir(self.ckpt_dir)
+
+    def on_finish(self, result, trainer: Trainer) -> None:
+        log_package(self.run, trainer)
+        end_trained_run(self.run, trainer, names.TRAIN_LIMIT if trainer.cut_by_time else None)
+        self.ended = True
+
+    def report(self, result, trainer: Trainer, checkpoint_dir: Path) -> None:
+        self.log(
+            f"epoch {trainer.epoch}/{self.cfg.train.epochs}: loss {result[names.TRAIN_LOSS]:.4f}  "
+            f"valid SDR {result[names.sdr_metric('valid')]:.2f} dB  "
+            f"({result[names.STEPS_PER_SECOND]:.1f} steps/s)"
+        )
+        if trainer.cut_by_time:
+            self.log(
+                f"run {self.run.run_id}: {names.TRAIN_LIMIT}={self.cfg.train.max_seconds:g} ran out after epoch "
+                f"{trainer.epoch} of {self.cfg.train.epochs}; its model is that epoch's ({names.CUT_BY_TIME})"
+            )
+
+    def on_error(self, exc: BaseException, trainer: Trainer) -> bool:
+        if not self.ended:
+            _end(self.run, exc)
+        return False
+
+
 def _train_epochs(run, trainer: Trainer, ckpt_dir: Path, log) -> TrainResult:
     """Train ``trainer`` until it has finished, logging into ``run``; end the run FINISHED, KILLED or FAILED."""
-    cfg = trainer.cfg
     log(
-        f"run {run.run_id}: {cfg.model_name} with {trainer.num_parameters:,} parameters; checkpoints in {ckpt_dir}"
+        f"run {run.run_id}: {trainer.cfg.model_name} with {trainer.num_parameters:,} parameters; "
+        f"checkpoints in {ckpt_dir}"
     )
-    log_every = max(1, cfg.train.steps_per_epoch // 10)
-
-    def on_step(step: int, loss: float) -> None:
-        if step % log_every == 0:
-            run.log_metrics({"train_loss_step": loss}, step=step)
-
-    result: dict[str, float] = {}
-    try:
-        while not trainer.finished:
-            epoch_metrics = trainer.train_epoch(on_step)
-            result = {**epoch_metrics, **trainer.validate(), "epoch": trainer.epoch}
-            run.log_metrics({**result, "train_seconds": trainer.train_seconds}, step=trainer.epoch)
-            trainer.save_checkpoint(ckpt_dir)
-            log(
-                f"epoch {trainer.epoch}/{cfg.train.epochs}: loss {result['train_loss']:.4f}  "
-                f"valid SDR {result['valid_sdr']:.2f} dB  ({result['steps_per_second']:.1f} steps/s)"
-            )
-        log_package(run, trainer)
-        run.end("FINISHED")
-    except BaseException as exc:
-        _end(run, exc)
-        raise
-    return TrainResult(run.run_id, ckpt_dir, result)
+    end = run_epochs(trainer, _TrainHooks(run, ckpt_dir, trainer.cfg, log))
+    return TrainResult(run.run_id, ckpt_dir, end.result)
 
 
 def _end(run, exc: BaseException) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from sepray import names, tracking
-from sepray.checkpoint import CHECKPOINT_FILE, LOCK_FILE, RUN_CONFIG_FILE
+from sepray.checkpoint import CHECKPOINT_FILE, LOCK_FILE
 from sepray.cli import main
 from sepray.config import load_config
 from sepray.locks import held_lock
@@ -91,7 +91,7 @@ def _state(uri: str, run_id: str) -> tuple:
     [
         (lambda d: (d / CHECKPOINT_FILE).write_bytes(os.urandom(3000)), "not a readable sepray checkpoint"),
         (lambda d: (d / CHECKPOINT_FILE).write_bytes(b""), "not a readable sepray checkpoint"),
-        (lambda d: (d / RUN_CONFIG_FILE).write_text("{not json"), "not a valid run config"),
+        (lambda d: (d / names.RUN_CONFIG).write_text("{not json"), "not a valid run config"),
     ],
     ids=["random-bytes", "empty", "config-not-json"],
 )

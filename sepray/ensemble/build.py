@@ -196,11 +196,11 @@ def _log_ensemble(run, ensemble: Ensemble, run_config: dict, description: dict, 
             "weights": ",".join(f"{m.weight:.4g}" for m in members),
             "weights_method": weights,
             "sample_rate": ensemble.sample_rate,
-            "num_parameters": ensemble.num_parameters,
+            names.NUM_PARAMETERS_PARAM: ensemble.num_parameters,
         }
     )
-    run.log_artifacts(package, tracking.PACKAGE_ARTIFACT)
-    run.log_text(json.dumps(run_config, indent=2, sort_keys=True) + "\n", tracking.RUN_CONFIG_ARTIFACT)
+    run.log_artifacts(package, names.PACKAGE)
+    run.log_text(json.dumps(run_config, indent=2, sort_keys=True) + "\n", names.RUN_CONFIG)
     run.log_dict({"weights": list(ensemble.weights), "fit": description}, "ensemble/fit.json")
     if fit is not None:
         scores = {names.fit_metric(s): v for s, v in description["source_scores"].items()}

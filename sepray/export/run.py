@@ -9,6 +9,7 @@ import os
 import shutil
 from pathlib import Path
 
+from sepray import names
 from sepray.atomic import folder_written_atomically
 from sepray.errors import UserPathError
 from sepray.export.engine import check_format
@@ -35,7 +36,7 @@ def export_run(
     out = None if out is None else Path(out)
     if out is not None:
         check_new_folder(out)
-    artifact = f"{tracking.PACKAGE_ARTIFACT}/{EXPORT_DIR}/{fmt}"
+    artifact = f"{names.PACKAGE}/{EXPORT_DIR}/{fmt}"
     with run_package(run_id, uri) as package:
         folder = export_package(package, fmt)
         tracking.attach_run(run_id, uri).log_artifacts(folder, artifact)

@@ -59,12 +59,12 @@ def _trainer_at(checkpoint_dir: Path):
 
     from sepray.config import run_config_from_dict
     from sepray.device import torch_threads
-    from sepray.train import CHECKPOINT_FILE, RUN_CONFIG_FILE, Trainer
+    from sepray.train import CHECKPOINT_FILE, Trainer
 
-    if not (checkpoint_dir / CHECKPOINT_FILE).is_file() or not (checkpoint_dir / RUN_CONFIG_FILE).is_file():
+    if not (checkpoint_dir / CHECKPOINT_FILE).is_file() or not (checkpoint_dir / names.RUN_CONFIG).is_file():
         return None
     cfg = run_config_from_dict(
-        json.loads((checkpoint_dir / RUN_CONFIG_FILE).read_text()), str(checkpoint_dir)
+        json.loads((checkpoint_dir / names.RUN_CONFIG).read_text()), str(checkpoint_dir)
     )
     with torch_threads(torch.get_num_threads()):  # the trial's train.threads must not stay set in the driver
         trainer = Trainer(cfg, device="cpu")  # the driver may have no GPU; the package is device-free

@@ -252,7 +252,14 @@ def _restore_snapshot(spec: SweepSpec, resume: bool, log=print) -> None:
 
 def _trial_summary(result) -> dict[str, Any]:
     metrics = result.metrics or {}
-    keys = ("trial_id", "signature", "mlflow_run_id", "done_epochs", "reused", "failed")
+    keys = (
+        "trial_id",  # Tune's own
+        names.RESULT_SIGNATURE,
+        names.RESULT_RUN_ID,
+        names.RESULT_DONE_EPOCHS,
+        names.RESULT_REUSED,
+        names.RESULT_FAILED,
+    )
     return {"error": result.error is not None, **{k: metrics.get(k) for k in keys}}
 
 

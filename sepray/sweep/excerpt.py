@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from sepray import tracking
+from sepray import names, tracking
 
 
 def log_excerpt(run: tracking.Run, trainer, seconds: float) -> None:
@@ -40,9 +40,10 @@ def log_excerpt(run: tracking.Run, trainer, seconds: float) -> None:
     with tempfile.TemporaryDirectory(prefix="sepray-excerpt-") as tmp:
         for name, audio in tracks.items():
             write_audio(Path(tmp) / f"{name}.wav", audio, sr)
-        run.log_artifacts(tmp, "excerpt")
+        run.log_artifacts(tmp, names.EXCERPT)
     run.log_figure(
-        spectrogram_figure(tracks, sr, f"{song.name} @ {start / sr:.1f} s"), "excerpt/spectrograms.png"
+        spectrogram_figure(tracks, sr, f"{song.name} @ {start / sr:.1f} s"),
+        f"{names.EXCERPT}/spectrograms.png",
     )
 
 

@@ -38,13 +38,13 @@ def collect_rows(spec, parent_run_id: str, uri: str) -> list[dict[str, Any]]:
             "model": t.get(names.MODEL) or p.get("model.name", ""),
             "outcome": t.get(names.OUTCOME, r.info.status.lower()),
             "status": r.info.status,
-            "epochs": int(m.get("epoch", 0)),
+            "epochs": int(m.get(names.EPOCH, 0)),
             "cut_by": t.get(names.CUT_BY, ""),
             spec.metric: m.get(spec.metric),
         }
         for s in SOURCES:
             row[names.sdr_metric("valid", s)] = m.get(names.sdr_metric("valid", s))
-        row["train_seconds"] = m.get("train_seconds")
+        row[names.TRAIN_SECONDS_METRIC] = m.get(names.TRAIN_SECONDS_METRIC)
         kept = _int(t.get(names.EPOCHS))
         if row["outcome"] == names.CUT_BY_TIME and kept is not None and 0 < kept < row["epochs"]:
             _values_of_epoch(row, kept, spec, uri)  # it logged an epoch later than its model's checkpoint
@@ -52,7 +52,7 @@ def collect_rows(spec, parent_run_id: str, uri: str) -> list[dict[str, Any]]:
             row[names.sdr_metric("test", s)] = m.get(names.sdr_metric("test", s))
         for key in bss_columns(spec):  # test_metric bss_eval_v3: test_gnsdr_vocals, ...
             row[key] = m.get(key)
-        row["num_parameters"] = _int(p.get("num_parameters"))
+        row[names.NUM_PARAMETERS_PARAM] = _int(p.get(names.NUM_PARAMETERS_PARAM))
         row[names.x_realtime_metric("test")] = m.get(names.x_realtime_metric("test"))
         row["last_error"] = t.get(names.LAST_ERROR, "")
         row["run_name"] = r.info.run_name or ""
@@ -74,7 +74,7 @@ def _values_of_epoch(row: dict[str, Any], epoch: int, spec, uri: str) -> None:
     the trial while it was logging a later epoch whose checkpoint Tune never recorded."""
     row["epochs"] = epoch
     run = tracking.Run(row["run_id"], uri)
-    for key in {spec.metric, "train_seconds", *(names.sdr_metric("valid", s) for s in SOURCES)}:
+    for key in {spec.metric, names.TRAIN_SECONDS_METRIC, *(names.sdr_metric("valid", s) for s in SOURCES)}:
         row[key] = dict(run.metric_history(key)).get(epoch)
 
 
@@ -198,9 +198,8 @@ def cut_note(row: dict[str, Any], spec) -> str:
         names.TRIAL_LIMIT: spec.budget.trial_seconds,
     }.get(limit)
     limit = f"{limit} = {seconds:g} s" if seconds is not None else limit
-    trained = (
-        f", {float(row['train_seconds']):.1f} s of training" if is_finite(row.get("train_seconds")) else ""
-    )
+    spent = row.get(names.TRAIN_SECONDS_METRIC)
+    trained = f", {float(spent):.1f} s of training" if is_finite(spent) else ""
     return f"cut by the time limit ({limit}) after epoch {row['epochs']} of {spec.epochs}{trained}"
 
 
@@ -261,7 +260,7 @@ def leaderboard_columns(spec) -> list[str]:
     cols += [spec.metric] + [
         names.sdr_metric("valid", s) for s in SOURCES if names.sdr_metric("valid", s) != spec.metric
     ]
-    cols += ["num_parameters", "train_seconds"] + [p.key for p in spec.params]
+    cols += [names.NUM_PARAMETERS_PARAM, names.TRAIN_SECONDS_METRIC] + [p.key for p in spec.params]
     return cols + ["retries", "reason"]
 
 
@@ -287,8 +286,8 @@ def format_leaderboard(rows: list[dict[str, Any]], spec) -> str:
             *(_num(r.get(names.sdr_metric("test", s))) for s in SOURCES),
             *(_num(r.get(key)) for key in bss),
             _num(r.get(spec.metric)),
-            _size(r.get("num_parameters")),
-            _num(r.get("train_seconds"), 1),
+            _size(r.get(names.NUM_PARAMETERS_PARAM)),
+            _num(r.get(names.TRAIN_SECONDS_METRIC), 1),
             searched,
         ]
         lines.append(cells)

@@ -223,7 +223,7 @@ def _copy_excerpt(run_id: str, folder: Path, uri: str) -> list[str]:
     dst = folder / "audio" / run_id
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            src = tracking.download_artifacts(run_id, "excerpt", tmp, uri)
+            src = tracking.download_artifacts(run_id, names.EXCERPT, tmp, uri)
         except tracking.TrackingError:
             return []
         shutil.copytree(src, dst, dirs_exist_ok=True)
@@ -242,7 +242,7 @@ def _figures(images: Path, spec, rows, curves) -> dict[str, str]:
             rows, names.x_realtime_metric("test"), sdr, "separation speed (x real time)", f"{sdr} (dB)", True
         ),
         "pareto_size": report_plots.pareto_figure(
-            rows, "num_parameters", sdr, "parameters", f"{sdr} (dB)", False
+            rows, names.NUM_PARAMETERS_PARAM, sdr, "parameters", f"{sdr} (dB)", False
         ),
         "curves": report_plots.curves_figure(curves, rows, spec.metric),
         "parallel": report_plots.parallel_figure(rows, [p.key for p in spec.params], spec.metric),

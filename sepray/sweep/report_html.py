@@ -121,10 +121,10 @@ def leaderboard_table(spec, rows, songs, weights=None) -> str:
         cells += [_num(r.get(m)) for m in valid] + (
             [_num(r.get(spec.metric))] if spec.metric not in valid else []
         )
-        size = r.get("num_parameters")
+        size = r.get(names.NUM_PARAMETERS_PARAM)
         cells += [
             f"{size:,}" if size is not None else "-",
-            _num(r.get("train_seconds"), 1),
+            _num(r.get(names.TRAIN_SECONDS_METRIC), 1),
             _num(r.get(names.x_realtime_metric("test")), 1),
             escape(
                 " ".join(

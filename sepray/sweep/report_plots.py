@@ -11,6 +11,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from sepray import names  # noqa: E402
 from sepray.numbers import is_finite  # noqa: E402
 
 SIZE = (6.4, 4.0)
@@ -72,7 +73,7 @@ def curves_figure(curves: dict[str, list[tuple[int, float]]], rows: list[dict[st
         steps, values = zip(*points, strict=True)
         label = f"#{row.get('rank', '?')} {row.get('outcome', '')}"
         ax.plot(steps, values, marker="o", ms=3, color=cmap(i % 10), label=label)
-        if row.get("outcome") != "finished":
+        if row.get("outcome") != names.FINISHED:
             ax.scatter([steps[-1]], [values[-1]], marker="x", s=80, color=cmap(i % 10), zorder=3)
     ax.set_xlabel("epoch")
     ax.set_ylabel(f"{metric} (dB)")

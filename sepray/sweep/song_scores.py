@@ -39,7 +39,7 @@ def run_song_scores(
     """:func:`song_scores` of the run's logged test evaluation (({}, {}) when it has none)."""
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            path = tracking.download_artifacts(run_id, "evaluation/test_sdr.json", tmp, uri)
+            path = tracking.download_artifacts(run_id, names.evaluation_artifact("test"), tmp, uri)
         except tracking.TrackingError:
             return {}, {}
         return song_scores(json.loads(path.read_text()), select)

@@ -27,6 +27,7 @@ from typing import Any
 
 from sepray import names, tracking
 from sepray.config import RunConfig, resolve
+from sepray.epochs import EpochHooks, finished_outcome, run_epochs
 from sepray.errors import error_text
 from sepray.sweep.excerpt import log_excerpt
 from sepray.sweep.naming import trial_run_name
@@ -116,7 +117,7 @@ def run_trial(
         start_epoch = int(json.loads((resume_dir / TRIAL_FILE).read_text()).get("epoch", 0))
 
     run, owner = claim_child_run(exp, parent, sig, trial_id, uri, cfg)
-    base = {"signature": sig, "mlflow_run_id": owner.info.run_id if owner else run.run_id}
+    base = {names.RESULT_SIGNATURE: sig, names.RESULT_RUN_ID: owner.info.run_id if owner else run.run_id}
     if run is None:  # another trial trained (or is training) this configuration: reuse its results
         replay(owner, metric, start_epoch, base, uri, report)
         return
@@ -124,7 +125,7 @@ def run_trial(
     if info.info.status == "FINISHED":  # this trial finished before a driver crash lost its last report
         replay(info, metric, start_epoch, base, uri, report)
         return
-    logged = max((s for s, _ in run.metric_history("epoch")), default=0)  # epochs this run already holds
+    logged = max((s for s, _ in run.metric_history(names.EPOCH)), default=0)  # epochs this run already holds
     if node_id:
         nodes = [n for n in info.data.tags.get(names.RAY_NODE_IDS, "").split(",") if n]
         if not nodes or nodes[-1] != node_id:
@@ -139,8 +140,8 @@ def run_trial(
     if resume_dir is not None and (resume_dir / CHECKPOINT_FILE).is_file():
         trainer.load_checkpoint(resume_dir)
     if not info.data.params:
-        run.log_params({**cfg.flat(), "num_parameters": trainer.num_parameters})
-        run.log_dict(cfg.to_dict(), "run_config.json")
+        run.log_params({**cfg.flat(), names.NUM_PARAMETERS_PARAM: trainer.num_parameters})
+        run.log_dict(cfg.to_dict(), names.RUN_CONFIG)
         run.log_metrics(trainer.baseline_sdr(), step=0)
     run.set_tags(
         {
@@ -152,32 +153,55 @@ def run_trial(
             names.TRAIN_DEVICE: str(trainer.device),
         }
     )
-    base["owner"] = True
-    try:
-        while not trainer.finished:
-            if trainer.epoch > start_epoch and _stopped(run):
-                return  # ASHA stopped this trial and the driver closed its run
-            result = {**trainer.train_epoch(), **trainer.validate(), "epoch": trainer.epoch}
-            result["train_seconds"] = trainer.train_seconds
-            if _stopped(run):
-                return  # Tune stopped it during this epoch (the sweep's time limit): its last report is kept
-            if trainer.epoch > logged:
-                run.log_metrics(result, step=trainer.epoch)
-            with tempfile.TemporaryDirectory(prefix="sepray-ckpt-") as tmp:
-                trainer.save_checkpoint(tmp)
-                state = {"run_id": run.run_id, "signature": sig, "trial_id": trial_id, "epoch": trainer.epoch}
-                Path(tmp, TRIAL_FILE).write_text(json.dumps(state))
-                outcome = names.RUNNING  # for Tune's progress table
-                if trainer.finished:
-                    outcome = names.CUT_BY_TIME if trainer.cut_by_time else names.FINISHED
-                    finish_child_run(run, trainer, sweep, names.TRIAL_LIMIT if trainer.cut_by_time else None)
-                report({**result, **base, "done_epochs": trainer.epoch, "outcome": outcome}, Path(tmp))
-    except _deterministic_failures() as exc:
-        fail_for_good(run, exc, trainer.epoch, metric, base, report)
-    except BaseException as exc:
+    base[names.RESULT_OWNER] = True
+    run_epochs(trainer, _TrialHooks(run, sweep, trial_id, start_epoch, logged, base, report))
+
+
+class _TrialHooks(EpochHooks):
+    """A sweep trial's side of the epoch loop (:func:`sepray.epochs.run_epochs`): metrics into its child run, each
+    epoch's checkpoint (+ :data:`TRIAL_FILE`) in a temporary folder that ``report`` hands to Tune, the child run
+    finished before the last report. A run the driver closed (ASHA stopped the trial, or the sweep's time limit
+    cut it) stops the loop; so does a deterministic failure (:func:`fail_for_good`)."""
+
+    def __init__(self, run, sweep: TrialContext, trial_id: str, start_epoch: int, logged: int, base, report):
+        self.run, self.sweep, self.trial_id, self.base, self.tune_report = run, sweep, trial_id, base, report
+        self.start_epoch = start_epoch  # the epoch this attempt resumed at
+        self.logged = logged  # epochs whose metrics the run holds already (an attempt before this one)
+
+    def should_stop(self, trainer) -> bool:
+        # the first epoch of an attempt starts without asking: its run was just claimed (outcome running)
+        return trainer.epoch > self.start_epoch and _stopped(self.run)
+
+    def on_epoch(self, result, trainer) -> None:
+        if trainer.epoch > self.logged:
+            self.run.log_metrics(result, step=trainer.epoch)
+
+    def checkpoint_dir(self, trainer):
+        return tempfile.TemporaryDirectory(prefix="sepray-ckpt-")
+
+    def on_finish(self, result, trainer) -> None:
+        finish_child_run(self.run, trainer, self.sweep, names.TRIAL_LIMIT if trainer.cut_by_time else None)
+
+    def report(self, result, trainer, checkpoint_dir: Path) -> None:
+        state = {
+            "run_id": self.run.run_id,
+            "signature": self.base[names.RESULT_SIGNATURE],
+            "trial_id": self.trial_id,
+            "epoch": trainer.epoch,
+        }
+        (checkpoint_dir / TRIAL_FILE).write_text(json.dumps(state))
+        # the outcome, for Tune's progress table
+        outcome = finished_outcome(trainer) if trainer.finished else names.RUNNING
+        extra = {names.RESULT_DONE_EPOCHS: trainer.epoch, names.RESULT_OUTCOME: outcome}
+        self.tune_report({**result, **self.base, **extra}, checkpoint_dir)
+
+    def on_error(self, exc: BaseException, trainer) -> bool:
+        if isinstance(exc, _deterministic_failures()):
+            fail_for_good(self.run, exc, trainer.epoch, self.sweep.metric, self.base, self.tune_report)
+            return True
         if not isinstance(exc, (KeyboardInterrupt, SystemExit)):
-            run.set_tags({names.LAST_ERROR: error_text(exc)})
-        raise
+            self.run.set_tags({names.LAST_ERROR: error_text(exc)})
+        return False
 
 
 def _deterministic_failures() -> tuple[type[BaseException], ...]:
@@ -197,11 +221,11 @@ def fail_for_good(run: tracking.Run, exc: BaseException, epoch: int, metric: str
     report(
         {
             metric: float("nan"),
-            "failed": True,
-            "error": reason,
-            "epoch": epoch,
-            "done_epochs": epoch,
-            "outcome": names.FAILED,
+            names.RESULT_FAILED: True,
+            names.RESULT_ERROR: reason,
+            names.EPOCH: epoch,
+            names.RESULT_DONE_EPOCHS: epoch,
+            names.RESULT_OUTCOME: names.FAILED,
             **base,
         },
         None,
@@ -279,24 +303,25 @@ def replay(owner, metric: str, start_epoch: int, base: dict[str, Any], uri: str,
         if step >= 1:
             history[step] = value
     extra = {
-        "reused": True,
-        "owner_trial_id": owner.data.tags.get(names.TRIAL_ID, ""),
-        "owner": False,
-        "outcome": "reused",
+        names.RESULT_REUSED: True,
+        names.RESULT_OWNER_TRIAL: owner.data.tags.get(names.TRIAL_ID, ""),
+        names.RESULT_OWNER: False,
+        names.RESULT_OUTCOME: names.REUSED,
     }
     if not history:
-        report({metric: float("nan"), "epoch": 0, **base, **extra}, None)
+        report({metric: float("nan"), names.EPOCH: 0, **base, **extra}, None)
         return
     for step in sorted(history):
         if step > start_epoch:
-            report({metric: history[step], "epoch": step, "done_epochs": step, **base, **extra}, None)
+            epoch = {names.EPOCH: step, names.RESULT_DONE_EPOCHS: step}
+            report({metric: history[step], **epoch, **base, **extra}, None)
 
 
 def finish_child_run(run: tracking.Run, trainer, sweep: TrialContext, cut_by: str | None = None) -> None:
     """Log the model package, an audio excerpt and spectrograms, then mark the run FINISHED: outcome
     ``finished``, or ``cut_by_time`` when the limit ``cut_by`` (:data:`names.SWEEP_LIMIT` / ``TRIAL_LIMIT``)
     ended it before its budget of epochs (the package is then the model of its last completed epoch)."""
-    from sepray.train import log_package
+    from sepray.train import end_trained_run, log_package
 
     log_package(run, trainer)
     try:
@@ -305,17 +330,9 @@ def finish_child_run(run: tracking.Run, trainer, sweep: TrialContext, cut_by: st
         run.set_tags({names.EXCERPT_ERROR: f"{type(exc).__name__}: {exc}"[:500]})
     # one point per completion (tests count them); a trial killed after this point but before Tune saved its
     # result is retrained from its previous checkpoint and comes here again: it is still one completion
-    if cut_by is None and not run.metric_history("completed"):
-        run.log_metrics({"completed": 1.0}, step=trainer.epoch)
-    tags = {
-        names.OUTCOME: names.CUT_BY_TIME if cut_by else names.FINISHED,
-        names.EPOCHS: trainer.epoch,
-        names.TRAIN_SECONDS: round(trainer.train_seconds, 1),
-    }
-    if cut_by:
-        tags[names.CUT_BY] = cut_by
-    run.set_tags(tags)
-    run.end("FINISHED")
+    if cut_by is None and not run.metric_history(names.COMPLETED):
+        run.log_metrics({names.COMPLETED: 1.0}, step=trainer.epoch)
+    end_trained_run(run, trainer, cut_by)
 
 
 # ----------------------------------------------------------------------------------------------------------

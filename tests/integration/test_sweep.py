@@ -143,7 +143,9 @@ def test_gpu_auto_trains_on_the_cpu_of_a_machine_without_gpus(sweep):
     assert "resources.gpu auto: 0 GPU, the trials train on CPUs (the local Ray instance has no GPU)" in stdout
     parent = next(r for r in tracking.find_runs(NAME, uri=uri) if r.data.tags.get("sepray.kind") == "sweep")
     assert json.loads(parent.data.params["resources"])["gpu"] == 0.0  # the choice, as the sweep ran
-    for child in tracking.child_runs(NAME, parent.info.run_id, uri):
+    trials = tracking.child_runs(NAME, parent.info.run_id, uri, kind="trial")
+    assert trials
+    for child in trials:
         tags = child.data.tags
         assert (tags["sepray.cuda_visible_devices"], tags["sepray.train_device"]) == ("", "cpu"), tags
 

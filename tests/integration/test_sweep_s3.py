@@ -91,7 +91,7 @@ def test_smoke_sweep_trains_from_s3_each_node_copying_it_once(s3, tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     parent = next(r for r in tracking.find_runs(NAME, uri=uri) if r.data.tags.get("sepray.kind") == "sweep")
     assert parent.info.status == "FINISHED"
-    children = tracking.child_runs(NAME, parent.info.run_id, uri)
+    children = tracking.child_runs(NAME, parent.info.run_id, uri, kind="trial")
     assert len(children) == 2 and all(c.data.params["data.path"] == s3.uri for c in children)
     best = parent.data.tags["sepray.best_run_id"]
     assert tracking.load_run_config(best, uri)["data"]["path"] == s3.uri  # the package's provenance

@@ -143,6 +143,19 @@ def test_the_probe_reads_the_autoscalers_answer(monkeypatch):
     # read-only: an update that began after the request launched nothing
     asked = _autoscaler(monkeypatch, lambda n: {"time": now + 10 * n, "autoscaler_report": head})
     assert not cluster.autoscaler_adds_nodes(need) and asked == [need, []]
+    # a provider that starts a node at once (fake_multinode): no launch pending, one launcher node more
+    worker = {"node_type_mapping": {"head": "ray.head.default", "w": "ray.worker.gpu"}}
+    asked = _autoscaler(
+        monkeypatch, lambda n: {"time": now + n, "autoscaler_report": head if n == 0 else worker}
+    )
+    assert cluster.autoscaler_adds_nodes(need) and asked == [need, []]
+    # read-only, and nodes join meanwhile (the head registering after the first update, a worker started by
+    # hand): they are listed under anonymous types, and are no answer
+    joined = {"node_type_mapping": {"10.0.0.1": "node_" + "ab12" * 14, "10.0.0.2": "node_" + "cd34" * 14}}
+    asked = _autoscaler(
+        monkeypatch, lambda n: {"time": now + 10 * n, "autoscaler_report": {} if n == 0 else joined}
+    )
+    assert not cluster.autoscaler_adds_nodes(need) and asked == [need, []]
     # no autoscaler reports at all: not asked
     asked = _autoscaler(monkeypatch, lambda n: None)
     assert not cluster.autoscaler_adds_nodes(need) and asked == []

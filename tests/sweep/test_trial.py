@@ -80,8 +80,11 @@ class _DivergingTrainer:
     def baseline_sdr(self):
         return {}
 
-    def train_epoch(self):
+    def train_epoch(self, on_step=None):
         raise self.error
+
+    def close(self):
+        pass
 
 
 @pytest.mark.parametrize("error", ["diverged", "out-of-memory"])

@@ -100,7 +100,7 @@ class ChildRunCloser(Callback):
                     run = tracking.Run(r.info.run_id, self.uri)
                     tags = {
                         names.OUTCOME: outcome,
-                        names.EPOCHS: (trial.last_result or {}).get("done_epochs", 0),
+                        names.EPOCHS: (trial.last_result or {}).get(names.RESULT_DONE_EPOCHS, 0),
                     }
                     if failed:
                         tags[names.RETRIES] = max(trial.num_failures - 1, 0)
@@ -123,8 +123,8 @@ def _show_outcome(trial, outcome: str) -> None:
     """Tune's live table shows a trial's last result: a trial stopped (or failed) after reporting "running"
     shows how it ended instead."""
     last = trial.last_result
-    if isinstance(last, dict) and last.get("outcome") in (None, names.RUNNING):
-        last["outcome"] = outcome
+    if isinstance(last, dict) and last.get(names.RESULT_OUTCOME) in (None, names.RUNNING):
+        last[names.RESULT_OUTCOME] = outcome
 
 
 def _trial_error(trial) -> str:

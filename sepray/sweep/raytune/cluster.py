@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import time
 from dataclasses import replace
@@ -179,22 +180,28 @@ AUTOSCALER_UPDATES = 2  # autoscaler updates after the request that launched not
 # may have begun before the request; the second decided on it) ...
 CLOCK_MARGIN_S = 0.5  # ... unless the first began after it (by the head's clock: its status says when)
 AUTOSCALER_PROBE_S = 60.0  # the longest the driver waits for the autoscaler's answer
+READONLY_NODE_TYPE = re.compile(
+    r"node_[0-9a-f]+"
+)  # Ray's anonymous type of a node a read-only autoscaler lists
 
 
 def autoscaler_adds_nodes(needs: list[dict[str, float]]) -> bool:
     """Whether the cluster's autoscaler starts nodes for these requests (it is asked for them, once each).
 
     The answer is read from the autoscaler's own status (GCS key ``__autoscaling_status``, written after every
-    update): a launch pending or a node more than before, or an alive node now holding all of them. A cluster
-    started without a launcher config (its autoscaler is read-only) launches nothing: after the first autoscaler
-    update that read the request (Ray's default: every 5 s) the answer is no.
+    update): a launch or a node pending, a node of a launcher node type more than before (a provider that starts
+    nodes at once, such as ``fake_multinode``), or an alive node now holding all of them. A cluster started
+    without a launcher config (its autoscaler is read-only) launches nothing: the nodes it lists (anonymous
+    ``node_<id>`` types) are ones that joined by themselves -- the head registering after the first update, a
+    worker started by hand -- and no answer; after the first autoscaler update that read the request (Ray's
+    default: every 5 s) the answer is no.
     """
     from ray.autoscaler.sdk import request_resources
 
     before = _autoscaler_status()
     if before is None:
         return False  # no autoscaler reports on this cluster
-    count = _node_count(before)
+    launched = _launched(before)
     request_resources(bundles=needs)
     asked = time.time()
     try:
@@ -206,7 +213,7 @@ def autoscaler_adds_nodes(needs: list[dict[str, float]]) -> bool:
                 return True
             status = _autoscaler_status() or {}
             report = status.get("autoscaler_report") or {}
-            if report.get("pending_launches") or report.get("pending_nodes") or _node_count(status) > count:
+            if report.get("pending_launches") or report.get("pending_nodes") or _launched(status) - launched:
                 return True
             seen.add(status.get("time"))
             if len(seen) > AUTOSCALER_UPDATES or (status.get("time") or 0) > asked + CLOCK_MARGIN_S:
@@ -224,10 +231,11 @@ def _autoscaler_status() -> dict[str, Any] | None:
     return json.loads(raw) if raw else None
 
 
-def _node_count(status: dict[str, Any]) -> int:
-    """The nodes the autoscaler's provider has, started or starting."""
-    report = status.get("autoscaler_report") or {}
-    return len(report.get("node_type_mapping") or {}) + len(report.get("pending_nodes") or [])
+def _launched(status: dict[str, Any]) -> set[tuple[str, str]]:
+    """The nodes of launcher node types the autoscaler's provider has (address, type); a read-only autoscaler's
+    nodes (anonymous types ``node_<hex id>``) are left out."""
+    mapping = (status.get("autoscaler_report") or {}).get("node_type_mapping") or {}
+    return {(ip, kind) for ip, kind in mapping.items() if not READONLY_NODE_TYPE.fullmatch(str(kind))}
 
 
 def describe_resources(resources: dict[str, float]) -> str:

@@ -69,7 +69,7 @@ def train_trial(config: dict[str, Any], sweep: TrialContext) -> None:
         try:
             tune.report(metrics, checkpoint=checkpoint)  # copies the checkpoint to the sweep's storage
         except OSError as exc:
-            check_storage_error(exc, metrics.get("epoch"))
+            check_storage_error(exc, metrics.get(names.EPOCH))
             raise
 
     checkpoint = tune.get_checkpoint()
@@ -165,7 +165,7 @@ def progress_reporter(spec: SweepSpec) -> tune.CLIReporter:
 
     columns = {spec.metric: spec.metric}
     columns.update({names.sdr_metric("valid", s): f"valid {s}" for s in SOURCES})
-    columns.update({"epoch": "epoch", "outcome": "outcome"})
+    columns.update({names.EPOCH: "epoch", names.RESULT_OUTCOME: "outcome"})
     return tune.CLIReporter(
         metric_columns=columns,
         parameter_columns=_parameter_columns(spec),

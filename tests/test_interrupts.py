@@ -1,0 +1,45 @@
+"""Ctrl-C / SIGTERM held during a store write and raised right after it (real signals sent to this process)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+
+import pytest
+
+from sepray.interrupts import Terminated, deferred, sigterm_as_interrupt
+
+
+def test_ctrl_c_inside_a_held_block_is_raised_when_it_ends():
+    done = []
+    with pytest.raises(KeyboardInterrupt):
+        with deferred():
+            os.kill(os.getpid(), signal.SIGINT)
+            done.append("the write finished")
+    assert done == ["the write finished"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is back
+
+
+def test_sigterm_inside_a_held_block_ends_the_command_as_terminated():
+    done = []
+    with sigterm_as_interrupt():
+        with pytest.raises(Terminated):
+            with deferred():
+                os.kill(os.getpid(), signal.SIGTERM)
+                done.append("the write finished")
+    assert done == ["the write finished"]
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+
+
+def test_a_held_block_outside_the_main_thread_changes_no_handler():
+    seen = []
+
+    def work():
+        with deferred():
+            seen.append(signal.getsignal(signal.SIGINT))
+
+    t = threading.Thread(target=work)
+    t.start()
+    t.join()
+    assert seen == [signal.default_int_handler]
