@@ -40,7 +40,11 @@ from sepray.separate import separate_file
 SONG_SR = 44100
 MODELS = {
     "spec-unet-small (sepray train's default): 4 levels / 8 ch / max 32, 8 kHz mono": ("spec-unet-small", []),
-    "quickstart winner: spec_unet 3 levels / 12 ch / max 64, 8 kHz mono": (
+    "quickstart winner: spec_unet 4 levels / 12 ch / max 64, 8 kHz mono": (
+        "spec-unet-small",
+        ["model.levels=4", "model.channels=12", "model.max_channels=64"],
+    ),
+    "quickstart runner-up: spec_unet 3 levels / 12 ch / max 64, 8 kHz mono": (
         "spec-unet-small",
         ["model.levels=3", "model.channels=12", "model.max_channels=64"],
     ),
