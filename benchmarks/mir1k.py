@@ -111,7 +111,7 @@ def figures(bss: dict[str, Any]) -> dict[str, Any]:
 def score_model(model, model_rate: int, songs) -> dict[str, Any]:
     """Separate and score ``songs`` (16 kHz) with ``model`` (at ``model_rate``) -> figures + eval seconds."""
     started = time.perf_counter()
-    result = evaluate_songs(model, songs, SCORE_RATE, "cpu", 30.0, names.BSS_EVAL_V3, model_rate)
+    result = evaluate_songs(model, songs, SCORE_RATE, "cpu", 30.0, names.BSS_EVAL_V3, model_rate=model_rate)
     out = figures(result[names.BSS_EVAL_V3])
     out["eval_seconds"] = time.perf_counter() - started
     out["x_realtime"] = result["x_realtime"]

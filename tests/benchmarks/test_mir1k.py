@@ -58,3 +58,23 @@ def test_test_clips_are_the_825_of_the_standard_protocol_or_a_fixed_subset(tmp_p
 @pytest.mark.parametrize("name, expected", [("Ani_1_01", "Ani"), ("mir1k/geniusturtle_2_07", "geniusturtle")])
 def test_singer_is_the_name_before_the_first_underscore(name, expected):
     assert bench.singer(name) == expected
+
+
+def test_score_model_separates_16_khz_clips_with_an_8_khz_model_and_gives_the_figures(tmp_path):
+    """The lever's and `run`'s scoring path end to end: a tiny 8 kHz spectrogram U-Net on 16 kHz test clips."""
+    import torch
+
+    from sepray.config import load_config
+    from sepray.models import build_model
+    from tests.data.fixtures import mir1k_folder
+
+    root = mir1k_folder(tmp_path / "Wavfile", {"abjones": {1: 1}, "amy": {1: 1}, "Ani": {1: 2}}, 0.5, 16000)
+    songs = bench.test_clips(str(root), 0, cache=str(tmp_path / "cache"))
+    assert [s.name for s in songs] == ["Ani_1_01", "Ani_1_02"]
+    cfg = load_config("spec-unet-small", ["model.levels=2", "model.channels=4"])
+    torch.manual_seed(0)
+    fig = bench.score_model(build_model(cfg.model_name, cfg.model).eval(), cfg.data.sample_rate, songs)
+    assert fig["clips"] == 2 and fig["singers"].keys() == {"Ani"}
+    assert fig["seconds"] == pytest.approx(1.0)
+    assert all(isinstance(fig["gnsdr"][s], float) for s in ("vocals", "accompaniment"))
+    assert fig["eval_seconds"] > 0 and fig["x_realtime"] > 0
