@@ -42,6 +42,7 @@ class ChildRunCloser(Callback):
         self.parent_run_id = parent_run_id
         self.uri = uri
         self._retries: dict[str, dict[str, Any]] = {}  # trial id -> retry tags not yet on its run
+        self._tagged: dict[str, int] = {}  # trial id -> the retry count its run holds
         self._ended: set[str] = set()  # trials seen ending (complete, or cut by the time limit)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
@@ -79,6 +80,18 @@ class ChildRunCloser(Callback):
         }
         self._tag_retries(trial.trial_id)
 
+    def on_experiment_end(self, trials, **info):
+        """Every restart on its run, whatever happened between: a retry whose tags found no run yet (the
+        tracking store was down, the restarted trial reported nothing more), or one Tune counted without a
+        recovery callback this object saw (a driver resumed with ``--resume``)."""
+        for trial in trials:
+            if trial.status == "ERROR" or trial.num_failures <= self._tagged.get(trial.trial_id, 0):
+                continue
+            self._retries.setdefault(
+                trial.trial_id, {names.RETRIES: trial.num_failures, names.LAST_ERROR: _trial_error(trial)}
+            )
+            self._tag_retries(trial.trial_id)
+
     def _tag_retries(self, trial_id: str) -> None:
         tags = self._retries.get(trial_id)
         if not tags:
@@ -89,6 +102,7 @@ class ChildRunCloser(Callback):
                 tracking.Run(r.info.run_id, self.uri).set_tags(tags)
             if runs:
                 del self._retries[trial_id]
+                self._tagged[trial_id] = int(tags[names.RETRIES])
         except Exception as exc:  # tried again at the trial's next result
             print(f"sepray: could not tag the retry of trial {trial_id} yet: {exc}", file=sys.stderr)
 
