@@ -78,3 +78,23 @@ def test_score_model_separates_16_khz_clips_with_an_8_khz_model_and_gives_the_fi
     assert fig["seconds"] == pytest.approx(1.0)
     assert all(isinstance(fig["gnsdr"][s], float) for s in ("vocals", "accompaniment"))
     assert fig["eval_seconds"] > 0 and fig["x_realtime"] > 0
+
+
+def test_the_long_spec_trains_the_lever_recipe_16x_longer(tmp_path):
+    """`sweeps/mir1k_long.yaml`'s one trial is the configuration whose figures the README gives from
+    `benchmarks/mir1k.py lever` (the recipe, 12 x 512 steps, 2 threads): the same resolved run config."""
+    from sepray.config import apply_overrides, resolve
+    from sepray.sweep.spec import load_spec
+
+    recipe = ["train.epochs=12", "train.steps_per_epoch=512", "train.lr_decay=0.85", "model.n_fft=1024"]
+    recipe += ["model.hop=256", "train.loss=sdr", "train.threads=2"]
+    lever = resolve(apply_overrides(bench.LEVER_BASE, [f"data.path={tmp_path}", *recipe]), "lever").flat()
+    spec = load_spec(SCRIPT.parents[1] / "sweeps" / "mir1k_long.yaml", [f"data.path={tmp_path}"])
+    (param,) = spec.params
+    trial = resolve(spec.raw_config({param.key: param.values[0]}), "trial").flat()
+    differ = {
+        k: (lever.get(k), trial.get(k)) for k in set(lever) | set(trial) if lever.get(k) != trial.get(k)
+    }
+    # only where the test clips are scored (the lever scores at 16 kHz in one piece too, by its own code)
+    assert set(differ) == {"data.eval_sample_rate", "train.eval_chunk_seconds"}, differ
+    assert trial["train.epochs"] * trial["train.steps_per_epoch"] == 6144 and trial["train.threads"] == 2

@@ -76,6 +76,18 @@ def test_mir1k_spec_without_data_path_is_one_line(tmp_path):
     assert not (tmp_path / "mlflow.db").exists()  # nothing started
 
 
+def test_mir1k_long_smoke_sweep_trains_its_one_configuration_and_registers_it(tmp_path):
+    data = mir1k_folder(tmp_path / "Wavfile", CLIPS, seconds=2.0, sr=16000)
+    proc = sweep("mir1k_long.yaml", tmp_path, "--smoke-test", "--set", f"data.path={data}")
+    assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    parent, (child,) = parent_and_children("mir1k-long-smoke", uri)
+    assert child.data.params["train.loss"] == "sdr" and child.data.params["model.n_fft"] == "256"
+    assert parent.data.tags["sepray.best_run_id"] == child.info.run_id
+    assert f"test_gnsdr_vocals = {child.data.metrics['test_gnsdr_vocals']:.2f} dB" in proc.stdout
+    assert f"sepray separate --run-id {child.info.run_id}" in proc.stdout
+
+
 @pytest.fixture
 def musdb_stems(tmp_path: Path) -> Path:
     """MUSDB18 as distributed, in small: train/ (3 songs) and test/ (2 songs) of 5-stream .stem.mp4 files."""
