@@ -239,7 +239,9 @@ def test_bad_cluster_input_is_one_line_and_exit_2_at_once(cluster, args, to_noth
     assert rc == 2, out[-3000:]
     last = out.strip().splitlines()[-1]
     assert last.startswith("sepray: error:") and expected in last, last
-    assert elapsed < 30, f"took {elapsed:.0f} s"
+    # "at once": not after waiting for resources (budget.pending_seconds, 600 s) or a connection timeout. The
+    # driver's own start (importing torch, Ray and MLflow) takes ~16 s idle and took 37-39 s under load 10-13.
+    assert elapsed < 60, f"took {elapsed:.0f} s"
 
 
 def test_a_short_tracking_outage_loses_nothing(cluster):
