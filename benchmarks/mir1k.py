@@ -250,7 +250,8 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     work.mkdir(parents=True, exist_ok=True)
     cache = args.cache or str(work / "cache")  # empty unless --cache names a filled one
     uri = f"sqlite:///{work / 'mlflow.db'}"
-    command = [sys.executable, str(REPO / "sweeps" / "run.py"), args.spec, "--set", f"data.path={args.data}"]
+    spec = str(Path(args.spec).resolve())  # the sweep runs in the work folder
+    command = [sys.executable, str(REPO / "sweeps" / "run.py"), spec, "--set", f"data.path={args.data}"]
     for item in args.set:
         command += ["--set", item]
     env = {**os.environ, "SEPRAY_CACHE": cache, "MLFLOW_TRACKING_URI": uri, "PYTHONWARNINGS": "ignore"}
@@ -269,7 +270,7 @@ def cmd_sweep(args: argparse.Namespace) -> None:
         return
     from sepray.sweep.spec import load_spec
 
-    name = load_spec(args.spec, [f"data.path={args.data}", *args.set]).name
+    name = load_spec(spec, [f"data.path={args.data}", *args.set]).name
     parent = next(r for r in tracking.find_runs(name, uri=uri) if r.data.tags.get(names.KIND) == "sweep")
     best = parent.data.tags[names.BEST_RUN_ID]
     with tempfile.TemporaryDirectory() as tmp:
