@@ -315,9 +315,9 @@ def test_a_worker_node_dies_and_its_trial_continues_on_another_node(cluster):
     try:
         victim = _wait_for_an_epoch(name, cluster.url, proc, out)
         node = victim.data.tags[names.RAY_NODE_ID]
-        # The node dies: every process of it at once. (Killing only its raylet left the trial's worker process
-        # alive for a while on a loaded machine; its results reach the driver without the raylet, so it could
-        # end its trial before Ray noticed, and nothing moved.)
+        # The node dies: every process of it at once. (The trial's worker outlives a killed raylet for about a
+        # second idle, and its results reach the driver without the raylet: on a loaded machine it could end
+        # its trial before Ray noticed, and nothing would move.)
         _kill_node(cluster.workers[node][0])
         proc.wait(timeout=300)
     finally:

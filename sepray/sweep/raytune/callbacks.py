@@ -74,10 +74,7 @@ class ChildRunCloser(Callback):
     def on_trial_recover(self, iteration, trials, trial, **info):
         """Ray restarts the trial from its last checkpoint (its node died, it crashed): count it on the run,
         which the restarted trial reattaches (later, when the tracking store is down right now)."""
-        self._retries[trial.trial_id] = {
-            names.RETRIES: trial.num_failures,
-            names.LAST_ERROR: _trial_error(trial),
-        }
+        self._retries[trial.trial_id] = _retry_tags(trial)
         self._tag_retries(trial.trial_id)
 
     def on_experiment_end(self, trials, **info):
@@ -87,9 +84,7 @@ class ChildRunCloser(Callback):
         for trial in trials:
             if trial.status == "ERROR" or trial.num_failures <= self._tagged.get(trial.trial_id, 0):
                 continue
-            self._retries.setdefault(
-                trial.trial_id, {names.RETRIES: trial.num_failures, names.LAST_ERROR: _trial_error(trial)}
-            )
+            self._retries.setdefault(trial.trial_id, _retry_tags(trial))
             self._tag_retries(trial.trial_id)
 
     def _tag_retries(self, trial_id: str) -> None:
@@ -103,7 +98,7 @@ class ChildRunCloser(Callback):
             if runs:
                 del self._retries[trial_id]
                 self._tagged[trial_id] = int(tags[names.RETRIES])
-        except Exception as exc:  # tried again at the trial's next result
+        except Exception as exc:  # tried again at the trial's next result, its end and the experiment's end
             print(f"sepray: could not tag the retry of trial {trial_id} yet: {exc}", file=sys.stderr)
 
     def _close(self, trial, status: str, outcome: str, failed: bool = False) -> None:
@@ -139,6 +134,11 @@ def _show_outcome(trial, outcome: str) -> None:
     last = trial.last_result
     if isinstance(last, dict) and last.get(names.RESULT_OUTCOME) in (None, names.RUNNING):
         last[names.RESULT_OUTCOME] = outcome
+
+
+def _retry_tags(trial) -> dict[str, Any]:
+    """The tags of a trial's restarts so far: how many, and why the last attempt failed."""
+    return {names.RETRIES: trial.num_failures, names.LAST_ERROR: _trial_error(trial)}
 
 
 def _trial_error(trial) -> str:
